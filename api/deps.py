@@ -1,0 +1,53 @@
+"""Dependencies routes declare: the settings and the loaded retrieval stack on `app.state`."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from rag.errors import IndexNotBuiltError, RagError
+from rag.index import Index
+from rag.retrieval import Retriever
+from rag.settings import Settings
+
+
+@dataclass
+class AppState:
+    """What the lifespan loads; `ready` is set once a query can be answered."""
+
+    settings: Settings
+    retriever: Retriever | None = None
+    error: RagError | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.rag
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_settings_dep(state: StateDep) -> Settings:
+    return state.settings
+
+
+def get_retriever(state: StateDep) -> Retriever:
+    if state.error is not None:
+        raise state.error
+    if not state.ready.is_set() or state.retriever is None:
+        raise IndexNotBuiltError("the index is still loading; retry when GET /readyz answers 200")
+    return state.retriever
+
+
+def get_index(retriever: Annotated[Retriever, Depends(get_retriever)]) -> Index:
+    return retriever.index
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+RetrieverDep = Annotated[Retriever, Depends(get_retriever)]
+IndexDep = Annotated[Index, Depends(get_index)]

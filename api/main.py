@@ -1,0 +1,90 @@
+"""The FastAPI application: routers, error handlers, and a lifespan that loads the index.
+
+Importing this module is cheap: the model and the index are loaded by the lifespan, in a worker
+thread, so `/healthz` answers at once and `/readyz` turns 200 when a query can be answered.
+Run with ``rag serve`` (or ``uvicorn --factory api.main:create_app``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api import errors
+from api.deps import AppState
+from api.routes import health, passages, search
+from rag.embedding import Embedder
+from rag.errors import RagError
+from rag.retrieval import Retriever
+from rag.service import make_retriever, open_index
+from rag.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+MAX_BODY_BYTES = 2 * 1024 * 1024
+ROUTERS = (health.router, search.router, passages.router)
+
+
+class BodyLimit:
+    """Refuse request bodies over a size with 413 before reading them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope.get("headers", [])).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_bytes:
+                response = errors.error_response(
+                    413, "too_large", f"request body is {int(length)} bytes; the limit is {self.max_bytes}"
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _load(state: AppState) -> None:
+    """Load (or build) the index and the model; record failure instead of dying."""
+    try:
+        embedder = Embedder(state.settings.model, state.settings.device)
+        opened = open_index(state.settings, embedder)
+        if opened.rebuilt:
+            logger.warning("index built: %s", opened.reason)
+        state.retriever = make_retriever(state.settings, opened.index, embedder)
+        state.ready.set()
+    except RagError as exc:
+        logger.error("index not available: %s", exc)
+        state.error = exc
+    except Exception as exc:  # noqa: BLE001 - a failed load must surface on /readyz, not kill the server
+        logger.exception("index failed to load")
+        state.error = RagError(f"index failed to load: {type(exc).__name__}: {exc}")
+
+
+def create_app(settings: Settings | None = None, retriever: Retriever | None = None) -> FastAPI:
+    """Build the app. Pass `retriever` to serve an already loaded index (tests do)."""
+    state = AppState(settings=settings or get_settings(), retriever=retriever)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if state.retriever is not None:
+            state.ready.set()
+        else:
+            threading.Thread(target=_load, args=(state,), name="index-loader", daemon=True).start()
+        yield
+
+    app = FastAPI(
+        title="Probation blog archive",
+        summary="Search and cited answers over a blog about the probation service in England and Wales.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.rag = state
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(BodyLimit)
+    return app

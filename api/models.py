@@ -1,0 +1,126 @@
+"""Request and response models of the HTTP API: the contract scripts rely on.
+
+These are separate from the library's dataclasses (`Chunk`, `Hit`) so the wire format can stay
+stable while internals change. Every request model forbids unknown fields, so a misspelt filter
+gets a 422 naming it instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rag.chunking import Chunk
+from rag.retrieval import Filters
+
+KindName = Literal["post", "comment", "reply"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchFilters(Strict):
+    """Optional restrictions; a list matches any of its values."""
+
+    document_id: list[str] | str | None = Field(None, description="Post id(s), e.g. 000_04b72ef4a6ddfc0f.")
+    source: list[str] | str | None = Field(None, description="Source file name(s).")
+    kind: list[KindName] | KindName | None = Field(None, description="post, comment and/or reply.")
+    date_from: date | None = Field(None, description="Earliest post date, inclusive (YYYY-MM-DD).")
+    date_to: date | None = Field(None, description="Latest post date, inclusive (YYYY-MM-DD).")
+
+    def to_filters(self) -> Filters:
+        def as_list(value: list[str] | str | None) -> tuple[str, ...]:
+            if value is None:
+                return ()
+            return (value,) if isinstance(value, str) else tuple(value)
+
+        return Filters(
+            document_id=as_list(self.document_id),
+            source=as_list(self.source),
+            kind=as_list(self.kind),  # type: ignore[arg-type]
+            date_from=self.date_from.isoformat() if self.date_from else None,
+            date_to=self.date_to.isoformat() if self.date_to else None,
+        )
+
+
+class SearchRequest(Strict):
+    query: str = Field(..., min_length=1, description="What to search for, in natural language.")
+    k: int = Field(5, ge=1, le=50, description="How many passages to return.")
+    filters: SearchFilters | None = None
+
+
+class Citation(BaseModel):
+    """Where a passage comes from: `raw_file_text[start:end]` is its text, up to whitespace."""
+
+    document_id: str
+    title: str
+    date: str | None
+    kind: KindName
+    comment: int | None
+    reply: int | None
+    source: str
+    start: int
+    end: int
+
+    @classmethod
+    def of(cls, chunk: Chunk) -> Citation:
+        return cls(
+            document_id=chunk.document_id,
+            title=chunk.title,
+            date=chunk.date,
+            kind=chunk.kind,
+            comment=chunk.comment,
+            reply=chunk.reply,
+            source=chunk.source,
+            start=chunk.start,
+            end=chunk.end,
+        )
+
+
+class SearchResult(BaseModel):
+    id: str
+    text: str
+    score: float
+    citation: Citation
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+    took_ms: float
+
+
+class NodeText(BaseModel):
+    """A whole post body, comment or reply, located in its raw file."""
+
+    kind: KindName
+    comment: int | None
+    reply: int | None
+    start: int
+    end: int
+    text: str
+
+
+class PassageContext(BaseModel):
+    before: str = Field(description="Text of the same post/comment/reply just before the passage.")
+    after: str = Field(description="Text of the same post/comment/reply just after the passage.")
+    node: NodeText = Field(description="The whole post body, comment or reply holding the passage.")
+    parent: NodeText | None = Field(None, description="For a reply, the comment it answers.")
+
+
+class PassageResponse(BaseModel):
+    id: str
+    text: str
+    citation: Citation
+    context: PassageContext
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,29 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import StateDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up (says nothing about the index)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "Index not loaded yet, or failed to load."}})
+def readyz(state: StateDep) -> JSONResponse:
+    """200 once a query can be answered; 503 while loading or after a failed load."""
+    if state.error is not None:
+        return JSONResponse({"status": "error", "detail": state.error.message}, status_code=503)
+    if not state.ready.is_set() or state.retriever is None:
+        return JSONResponse({"status": "loading"}, status_code=503)
+    manifest = state.retriever.index.manifest
+    return JSONResponse(
+        {"status": "ready", "documents": manifest["documents"], "chunks": manifest["chunks"]}
+    )

@@ -1,0 +1,196 @@
+"""The `rag` command: parses arguments and calls the library; no logic of its own lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from rag.errors import RagError
+from rag.settings import Settings
+
+app = typer.Typer(help="Search and cited answers over the probation blog archive.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+
+
+def settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with CLI options (when given) taking precedence."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:  # pydantic's ValidationError names the variable
+        err.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Print a RagError as one clean line (re-raise it with RAG_RAISE_ERRORS=1)."""
+    try:
+        yield
+    except RagError as exc:
+        if os.environ.get("RAG_RAISE_ERRORS", "").lower() in {"1", "true", "yes"}:
+            raise
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+
+
+@contextmanager
+def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def _embedder(s: Settings) -> Any:
+    from rag.embedding import Embedder
+
+    return Embedder(s.model, s.device)
+
+
+def _retriever(s: Settings) -> Any:
+    from rag.service import make_retriever, open_index
+
+    embedder = _embedder(s)
+    with progress_bar() as update:
+        opened = open_index(s, embedder, update)
+    if opened.rebuilt:
+        err.print(f"[yellow]built the index:[/yellow] {opened.reason}")
+    return make_retriever(s, opened.index, embedder)
+
+
+@app.command()
+def ingest(
+    data_dir: Annotated[Path | None, typer.Option(help="Directory of post files (default RAG_DATA_DIR).")] = None,
+    index_dir: Annotated[Path | None, typer.Option(help="Where to write the index (default RAG_INDEX_DIR).")] = None,
+) -> None:
+    """Parse the posts, chunk and embed them, and write a fresh index."""
+    from rag.service import ingest as build
+
+    s = settings(data_dir=data_dir, index_dir=index_dir)
+    with reported():
+        embedder = _embedder(s)
+        with progress_bar() as update:
+            index, corpus = build(s, embedder, update)
+    for error in corpus.errors:
+        err.print(f"[red]skipped[/red] {error}")
+    for warning in corpus.warnings:
+        err.print(f"[yellow]warning[/yellow] {warning}")
+    m = index.manifest
+    out.print(
+        f"indexed {m['documents']} posts into {m['chunks']} chunks and {m['sentences']} sentences "
+        f"with {m['model']} ({m['dimension']}-d) -> {s.index_dir}/"
+    )
+    if corpus.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default RAG_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default RAG_PORT).")] = None,
+) -> None:
+    """Serve the HTTP API and the chat page; builds the index first if it is missing."""
+    import uvicorn
+
+    from api.main import create_app
+
+    s = settings(host=host, port=port)
+    uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="info")
+
+
+def _filters(document: list[str] | None, kind: list[str] | None, date_from: str | None, date_to: str | None) -> Any:
+    from rag.retrieval import Filters
+
+    return Filters(document_id=tuple(document or ()), kind=tuple(kind or ()), date_from=date_from, date_to=date_to)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to search for.")],
+    k: Annotated[int, typer.Option("-k", min=1, max=50, help="How many passages.")] = 5,
+    document: Annotated[list[str] | None, typer.Option(help="Only this post id (repeatable).")] = None,
+    kind: Annotated[list[str] | None, typer.Option(help="post, comment or reply (repeatable).")] = None,
+    date_from: Annotated[str | None, typer.Option(help="Earliest post date, YYYY-MM-DD.")] = None,
+    date_to: Annotated[str | None, typer.Option(help="Latest post date, YYYY-MM-DD.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the archive and print the best passages with their citations."""
+    from rag.retrieval import timed_search
+
+    s = settings()
+    with reported():
+        retriever = _retriever(s)
+        hits, took = timed_search(retriever, query, k, _filters(document, kind, date_from, date_to))
+    if as_json:
+        results = [
+            {"id": h.chunk.id, "text": h.chunk.text, "score": h.score, "citation": _citation(h.chunk)} for h in hits
+        ]
+        out.print_json(json.dumps({"results": results, "took_ms": took}))
+        return
+    table = Table("#", "score", "where", "text", show_lines=True)
+    for n, h in enumerate(hits, start=1):
+        c = h.chunk
+        where = f"{c.title}\n{c.date or 'undated'}\n{c.kind}{_number(c)}\n{c.source} [{c.start}:{c.end}]\n{c.id}"
+        table.add_row(str(n), f"{h.score:.3f}", where, c.text)
+    out.print(table)
+
+
+def _number(c: Any) -> str:
+    if c.kind == "comment":
+        return f" {c.comment}"
+    if c.kind == "reply":
+        return f" {c.reply} to comment {c.comment}"
+    return ""
+
+
+def _citation(c: Any) -> dict[str, Any]:
+    fields = ("document_id", "title", "date", "kind", "comment", "reply", "source", "start", "end")
+    return {f: getattr(c, f) for f in fields}
+
+
+@app.command("eval")
+def evaluate(
+    questions: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="JSONL questions file.")],
+    per_question: Annotated[bool, typer.Option("--per-question", help="Also print a table of ranks.")] = False,
+) -> None:
+    """Print hit@1/3/5/10 and MRR@10 (hybrid, BM25 alone, dense alone) as JSON."""
+    from rag.evaluation import evaluate as run, load_questions
+
+    s = settings()
+    with reported():
+        qs = load_questions(questions)
+        retriever = _retriever(s)
+        reports = {mode: run(retriever, qs, mode) for mode in ("hybrid", "bm25", "dense")}
+    if per_question:
+        table = Table("id", "kind", *reports, title="rank of the first passage holding the evidence")
+        for q in qs:
+            if q.answerable:
+                table.add_row(q.id, q.kind or "", *(str(r.ranks[q.id] or "-") for r in reports.values()))
+        err.print(table)
+    summary = {mode: r.summary() for mode, r in reports.items()}
+    summary["index"] = {k: retriever.index.manifest[k] for k in ("model", "chunking", "chunks", "documents")}
+    sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    app()

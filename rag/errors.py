@@ -1,0 +1,87 @@
+"""Errors raised by the library.
+
+The hierarchy is small on purpose; each class carries the HTTP status the API maps it to, so the
+mapping lives with the error and `api/errors.py` needs a single handler::
+
+    RagError (500)
+    ├── CorpusFormatError (422)      a post file that cannot be parsed (names file and line)
+    ├── IndexNotBuiltError (503)     no index on disk yet: run `rag ingest`
+    ├── IndexIncompatibleError (409) index built with other settings, or corrupt
+    ├── UnknownBackendError (400)    also a KeyError: unknown LLM backend name
+    ├── BackendError (502)           an LLM backend failed (timeout, refused, bad output)
+    ├── InvalidRequestError (422)    input the library refuses (bad filter, empty query, ...)
+    └── NotFoundError (404)          an unknown passage or document id
+
+This module does not import FastAPI: the library must stay usable without the web layer.
+"""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base of every error this library raises on purpose."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class CorpusFormatError(RagError):
+    """A post file that does not follow the blog export format."""
+
+    status = 422
+    code = "corpus_format"
+
+    def __init__(self, source: str, line: int, reason: str) -> None:
+        super().__init__(f"{source}:{line}: {reason}")
+        self.source = source
+        self.line = line
+        self.reason = reason
+
+
+class IndexNotBuiltError(RagError):
+    """No index exists where one was expected."""
+
+    status = 503
+    code = "index_not_built"
+
+
+class IndexIncompatibleError(RagError):
+    """The index on disk was built differently (other model, chunking, corpus) or is corrupt."""
+
+    status = 409
+    code = "index_incompatible"
+
+
+class UnknownBackendError(RagError, KeyError):
+    """A backend name that no registered backend answers to."""
+
+    status = 400
+    code = "unknown_backend"
+
+    def __str__(self) -> str:  # KeyError would repr() the message; keep it readable
+        return self.message
+
+
+class BackendError(RagError):
+    """An LLM backend failed: timeout, refused connection, server error or malformed output."""
+
+    status = 502
+    code = "backend_error"
+
+
+class InvalidRequestError(RagError):
+    """Input that the library refuses, with a message saying what is wrong."""
+
+    status = 422
+    code = "invalid_request"
+
+
+class NotFoundError(RagError):
+    """An id (passage, document) that the index does not hold."""
+
+    status = 404
+    code = "not_found"

@@ -1,0 +1,76 @@
+"""The assembled retrieval stack: settings -> embedder -> index -> retriever.
+
+`open_index` is the one place that decides what happens to an index on disk: load it when it
+matches the settings and the corpus, build it when it is missing, and when it is stale or corrupt
+either rebuild it (``on_stale="rebuild"``) or refuse with a message saying why.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rag.corpus import Corpus, corpus_files, load_corpus
+from rag.embedding import Embedder
+from rag.errors import IndexIncompatibleError, IndexNotBuiltError
+from rag.index import Index, IndexConfig, build, check_compatible, load, read_manifest, save
+from rag.retrieval import Retriever
+from rag.settings import Settings
+
+logger = logging.getLogger(__name__)
+Progress = Callable[[str, int, int], None]
+
+
+def index_config(settings: Settings) -> IndexConfig:
+    return IndexConfig(settings.model, settings.chunk_size, settings.chunk_overlap)
+
+
+@dataclass
+class OpenedIndex:
+    index: Index
+    rebuilt: bool
+    reason: str | None  # why it was (re)built, if it was
+    corpus: Corpus | None  # the parse report, when the corpus was parsed
+
+
+def ingest(settings: Settings, embedder: Embedder, progress: Progress | None = None) -> tuple[Index, Corpus]:
+    """Parse the data directory and build and save a fresh index."""
+    corpus = load_corpus(settings.data_dir)
+    index = build(corpus, embedder, index_config(settings), progress)
+    save(index, settings.index_dir)
+    return index, corpus
+
+
+def open_index(settings: Settings, embedder: Embedder, progress: Progress | None = None) -> OpenedIndex:
+    """Load the index, building or rebuilding it as the settings say."""
+    config = index_config(settings)
+    corpus = load_corpus(settings.data_dir, corpus_files(settings.data_dir))
+    try:
+        check_compatible(read_manifest(settings.index_dir), config, corpus.fingerprint)
+        return OpenedIndex(load(settings.index_dir), False, None, corpus)
+    except IndexNotBuiltError as exc:
+        reason = str(exc)
+    except IndexIncompatibleError as exc:
+        if settings.on_stale == "refuse":
+            raise IndexIncompatibleError(
+                f"{exc} (RAG_ON_STALE=refuse, so the server will not rebuild it)"
+            ) from exc
+        reason = str(exc)
+    logger.warning("building the index: %s", reason)
+    index = build(corpus, embedder, config, progress)
+    save(index, settings.index_dir)
+    return OpenedIndex(index, True, reason, corpus)
+
+
+def make_retriever(settings: Settings, index: Index, embedder: Embedder) -> Retriever:
+    from rag.retrieval import FusionWeights
+
+    return Retriever(
+        index,
+        embedder,
+        weights=FusionWeights(
+            bm25=1.0 - settings.dense_weight, dense=0.0, sentence=settings.dense_weight
+        ),
+        candidates=settings.candidates,
+    )

