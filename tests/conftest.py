@@ -1,0 +1,110 @@
+"""Shared fixtures: the real MiniLM model (loaded once), a real index built from data/ in a temp
+directory, and a real uvicorn server on 127.0.0.1 serving it.
+
+Nothing here is mocked; tests that need their own index build it in `tmp_path` from a copy of
+the model handle (`Embedder.from_loaded`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from rag.embedding import Embedder  # noqa: E402
+from rag.index import Index  # noqa: E402
+from rag.retrieval import Retriever  # noqa: E402
+from rag.service import ingest, make_retriever  # noqa: E402
+from rag.settings import Settings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+DEV = ROOT.parent / "shared" / "eval" / "dev.jsonl"
+if not DEV.exists():  # CI keeps shared/ beside the clone; fall back to a copy in the repo
+    DEV = ROOT / "tests" / "data" / "dev.jsonl"
+
+
+@pytest.fixture(scope="session")
+def model() -> Embedder:
+    return Embedder()
+
+
+@pytest.fixture
+def embedder(model: Embedder) -> Embedder:
+    return Embedder.from_loaded(model)
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    data = tmp_path_factory.mktemp("data")
+    for path in DATA.glob("*.txt"):
+        shutil.copy(path, data / path.name)
+    return Settings(data_dir=data, index_dir=tmp_path_factory.mktemp("index"), _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def index(settings: Settings, model: Embedder) -> Index:
+    built, _ = ingest(settings, model)
+    return built
+
+
+@pytest.fixture(scope="session")
+def retriever(settings: Settings, index: Index, model: Embedder) -> Retriever:
+    return make_retriever(settings, index, model)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """A real uvicorn server in a thread, on 127.0.0.1 and a free port."""
+
+    def __init__(self, app: object) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")  # type: ignore[arg-type]
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not become ready")
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server(settings: Settings, retriever: Retriever) -> Iterator[LiveServer]:
+    from api.main import create_app
+
+    with LiveServer(create_app(settings, retriever=retriever)) as live:
+        yield live
+
+
+@pytest.fixture
+def client(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
