@@ -124,3 +124,98 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+# ---------------------------------------------------------------- batch search
+
+
+class BatchSearchRequest(Strict):
+    queries: list[SearchRequest] = Field(
+        ..., min_length=1, max_length=100, description="Up to 100 searches, answered in order."
+    )
+
+
+class BatchSearchResponse(BaseModel):
+    responses: list[SearchResponse] = Field(description="One response per query, in request order.")
+    took_ms: float
+
+
+# ---------------------------------------------------------------- quote attribution
+
+
+class CiteRequest(Strict):
+    text: str = Field(
+        ..., description="The quote to attribute (whitespace, case and curly quotes are folded)."
+    )
+    k: int = Field(
+        5, ge=1, le=50, description="How many closest passages when there is no exact occurrence."
+    )
+
+
+class QuoteMatch(BaseModel):
+    """Where a quote comes from: `raw_file_text[start:end]` is the quote (if not exact, the passage)."""
+
+    exact: bool
+    start: int
+    end: int
+    score: float = Field(description="1.0 for an exact occurrence; otherwise a 0..1 similarity.")
+    passage_id: str = Field(description="The passage cited; resolve it with GET /v1/passages/{id}.")
+    passage_ids: list[str] = Field(description="Every passage the match overlaps (two when it spans chunks).")
+    citation: Citation
+
+
+class CiteResponse(BaseModel):
+    matches: list[QuoteMatch] = Field(
+        description="Exact occurrences, earliest first; else the closest passages."
+    )
+
+
+# ---------------------------------------------------------------- documents
+
+
+class DocumentSummary(BaseModel):
+    id: str
+    title: str
+    date: str | None
+    source: str
+    comments: int = Field(description="Top-level comments.")
+    replies: int = Field(description="Replies to comments.")
+
+
+class DocumentsResponse(BaseModel):
+    documents: list[DocumentSummary]
+
+
+class ReplyNode(BaseModel):
+    number: int = Field(description="Reply number within its comment, from 1.")
+    start: int
+    end: int
+    text: str
+    passage_ids: list[str]
+
+
+class CommentNode(BaseModel):
+    number: int = Field(description="Comment number, from 1.")
+    start: int
+    end: int
+    text: str
+    passage_ids: list[str]
+    replies: list[ReplyNode]
+
+
+class BodyNode(BaseModel):
+    start: int
+    end: int
+    text: str
+    passage_ids: list[str]
+
+
+class DocumentResponse(BaseModel):
+    """A whole post: `raw_file_text[start:end]` of each node is its text, up to indentation."""
+
+    id: str
+    title: str
+    date: str | None
+    source: str
+    body: BodyNode
+    comments: list[CommentNode]

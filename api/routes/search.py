@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter
 
-from api.models import Citation, SearchRequest, SearchResponse, SearchResult
 from api.deps import RetrieverDep, SettingsDep
+from api.models import (
+    BatchSearchRequest,
+    BatchSearchResponse,
+    Citation,
+    SearchRequest,
+    SearchResponse,
+    SearchResult,
+)
 from rag.errors import InvalidRequestError
-from rag.retrieval import timed_search
+from rag.retrieval import Hit, timed_search
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
@@ -26,11 +35,33 @@ def search(body: SearchRequest, retriever: RetrieverDep, settings: SettingsDep) 
     """The k passages most relevant to a query, each with its exact citation."""
     check_query(body.query, settings.max_query_chars)
     filters = body.filters.to_filters() if body.filters else None
-    hits, took_ms = timed_search(retriever, body.query, body.k, filters)
+    return _response(*timed_search(retriever, body.query, body.k, filters))
+
+
+def _response(hits: list[Hit], took_ms: float) -> SearchResponse:
     return SearchResponse(
         results=[
-            SearchResult(id=h.chunk.id, text=h.chunk.text, score=round(h.score, 6), citation=Citation.of(h.chunk))
+            SearchResult(
+                id=h.chunk.id, text=h.chunk.text, score=round(h.score, 6), citation=Citation.of(h.chunk)
+            )
             for h in hits
         ],
         took_ms=round(took_ms, 3),
     )
+
+
+@router.post("/search/batch", response_model=BatchSearchResponse)
+def search_batch(
+    body: BatchSearchRequest, retriever: RetrieverDep, settings: SettingsDep
+) -> BatchSearchResponse:
+    """Many searches in one call, answered in order; one bad query refuses the whole batch."""
+    for n, request in enumerate(body.queries):
+        check_query(request.query, settings.max_query_chars, field=f"queries[{n}].query")
+    filters = [r.filters.to_filters() if r.filters else None for r in body.queries]
+    started = time.perf_counter()
+    responses = [
+        _response(*timed_search(retriever, r.query, r.k, f))
+        for r, f in zip(body.queries, filters, strict=True)
+    ]
+    took_ms = (time.perf_counter() - started) * 1000.0
+    return BatchSearchResponse(responses=responses, took_ms=round(took_ms, 3))
