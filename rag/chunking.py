@@ -110,7 +110,7 @@ def _split_long(raw: str, start: int, end: int, size: int) -> list[tuple[int, in
 
 
 def _pack(
-    spans: list[tuple[int, int]], lengths: list[int], size: int, overlap: int
+    raw: str, spans: list[tuple[int, int]], lengths: list[int], size: int, overlap: int
 ) -> list[tuple[int, int]]:
     """Greedy packing of consecutive spans into windows of <= size tokens with sentence overlap."""
     windows: list[tuple[int, int]] = []
@@ -120,6 +120,10 @@ def _pack(
         while j < len(spans) and (j == i or total + lengths[j] <= size):
             total += lengths[j]
             j += 1
+        # The estimate ignores how separators tokenise ("\xa0\n\n" is several tokens): check the
+        # window's real text and give back sentences until it fits.
+        while j - 1 > i and count_tokens(clean_text(raw[spans[i][0] : spans[j - 1][1]])) > size:
+            j -= 1
         windows.append((spans[i][0], spans[j - 1][1]))
         if j >= len(spans):
             break
@@ -161,9 +165,10 @@ def chunk_document(
                 spans.extend(_split_long(doc.raw, s, e, size))
             else:
                 spans.append((s, e))
-        lengths = [count_tokens(doc.raw[s:e]) for s, e in spans]
+        # +1 per span: the space or newline joining it to its neighbour is a token of its own.
+        lengths = [count_tokens(doc.raw[s:e]) + 1 for s, e in spans]
         context = node_context(doc, node)
-        windows = _pack(spans, lengths, size, overlap)
+        windows = _pack(doc.raw, spans, lengths, size, overlap)
         seen: dict[str, int] = {}
         for start, end in _enforce(doc.raw, windows, context, fits):
             text = clean_text(doc.raw[start:end])

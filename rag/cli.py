@@ -23,6 +23,15 @@ out = Console()
 err = Console(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option("--url", help="Use the server at this URL (http://127.0.0.1:8000), not the local index."),
+]
+FileOpt = Annotated[
+    Path | None,
+    typer.Option("--file", "-f", exists=True, dir_okay=False, help="Read one query per line from this file."),
+]
+BATCH = 100  # queries per POST /v1/search/batch
 
 
 def settings(**overrides: Any) -> Settings:
@@ -118,41 +127,72 @@ def serve(
     uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="info")
 
 
-def _filters(document: list[str] | None, kind: list[str] | None, date_from: str | None, date_to: str | None) -> Any:
-    from rag.retrieval import Filters
+def _filters(
+    document: list[str] | None, kind: list[str] | None, date_from: str | None, date_to: str | None
+) -> dict[str, Any]:
+    """The filters of POST /v1/search from the command's options (empty ones left out)."""
+    given = {"document_id": document, "kind": kind, "date_from": date_from, "date_to": date_to}
+    return {k: v for k, v in given.items() if v}
 
-    return Filters(document_id=tuple(document or ()), kind=tuple(kind or ()), date_from=date_from, date_to=date_to)
+
+@contextmanager
+def _client(s: Settings, url: str | None) -> Iterator[Any]:
+    """A `rag.client.Client` on the server at `url`, or on an in-process app over the local index.
+
+    Both paths speak the same HTTP contract (in-process through Starlette's ASGI transport), so a
+    command prints the same output either way.
+    """
+    from rag.client import Client
+
+    if url:
+        with Client(url) as client:
+            yield client
+        return
+    from starlette.testclient import TestClient
+
+    from api.main import create_app
+
+    with TestClient(create_app(s, retriever=_retriever(s)), base_url="http://rag.local") as http:
+        yield Client(http=http)
 
 
 @app.command()
 def search(
-    query: Annotated[str, typer.Argument(help="What to search for.")],
+    query: Annotated[str | None, typer.Argument(help="What to search for ('-' or none: read).")] = None,
     k: Annotated[int, typer.Option("-k", min=1, max=50, help="How many passages.")] = 5,
     document: Annotated[list[str] | None, typer.Option(help="Only this post id (repeatable).")] = None,
     kind: Annotated[list[str] | None, typer.Option(help="post, comment or reply (repeatable).")] = None,
     date_from: Annotated[str | None, typer.Option(help="Earliest post date, YYYY-MM-DD.")] = None,
     date_to: Annotated[str | None, typer.Option(help="Latest post date, YYYY-MM-DD.")] = None,
+    file: FileOpt = None,
+    url: UrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search the archive and print the best passages with their citations."""
-    from rag.retrieval import timed_search
+    """Search the archive and print the best passages with their citations.
+
+    With --file (or no QUERY, reading stdin) each line is a query, or a JSON search request
+    ({"query": ..., "k": ..., "filters": ...}); --json then prints one JSON line per query.
+    """
+    from rag.terminal import plain, print_search, read_batch, search_requests, write_json
 
     s = settings()
-    with reported():
-        retriever = _retriever(s)
-        hits, took = timed_search(retriever, query, k, _filters(document, kind, date_from, date_to))
-    if as_json:
-        results = [
-            {"id": h.chunk.id, "text": h.chunk.text, "score": h.score, "citation": _citation(h.chunk)} for h in hits
-        ]
-        out.print_json(json.dumps({"results": results, "took_ms": took}))
-        return
-    table = Table("#", "score", "where", "text", show_lines=True)
-    for n, h in enumerate(hits, start=1):
-        c = h.chunk
-        where = f"{c.title}\n{c.date or 'undated'}\n{c.kind}{_number(c)}\n{c.source} [{c.start}:{c.end}]\n{c.id}"
-        table.add_row(str(n), f"{h.score:.3f}", where, c.text)
-    out.print(table)
+    filters = _filters(document, kind, date_from, date_to)
+    with reported(), _client(s, url) as client:
+        if query is not None and query != "-" and file is None:
+            response = client.search(query, k, filters)
+            if as_json:
+                write_json(response)
+            else:
+                print_search(out, response)
+            return
+        requests = search_requests(read_batch(file), k, filters)
+        for start in range(0, len(requests), BATCH):
+            part = requests[start : start + BATCH]
+            for request, response in zip(part, client.search_batch(part), strict=True):
+                if as_json:
+                    write_json({"query": request.get("query"), **plain(response)}, lines=True)
+                else:
+                    print_search(out, response, query=str(request.get("query")))
 
 
 def _number(c: Any) -> str:
@@ -190,6 +230,78 @@ def evaluate(
     summary = {mode: r.summary() for mode, r in reports.items()}
     summary["index"] = {k: retriever.index.manifest[k] for k in ("model", "chunking", "chunks", "documents")}
     sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+
+
+@app.command()
+def cite(
+    text: Annotated[str | None, typer.Argument(help="The quote; '-' or none reads one per line.")] = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=50, help="Closest passages if none match exactly.")] = 5,
+    file: FileOpt = None,
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Where a quote comes from: its exact occurrences, or else the closest passages."""
+    from rag.terminal import plain, print_matches, read_batch, write_json
+
+    s = settings()
+    with reported(), _client(s, url) as client:
+        if text is not None and text != "-" and file is None:
+            matches = client.cite(text, k)
+            if as_json:
+                write_json({"matches": plain(matches)})
+            else:
+                print_matches(out, matches)
+            return
+        for item in read_batch(file):
+            quote = item if isinstance(item, str) else str(item.get("text", ""))
+            matches = client.cite(quote, k)
+            if as_json:
+                write_json({"text": quote, "matches": plain(matches)}, lines=True)
+            else:
+                print_matches(out, matches, quote=quote)
+
+
+@app.command()
+def documents(
+    document_id: Annotated[str | None, typer.Argument(help="Show this post with its comment tree.")] = None,
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the posts, or show one post with its comments and replies."""
+    from rag.terminal import plain, print_document, print_documents, write_json
+
+    s = settings()
+    with reported(), _client(s, url) as client:
+        if document_id is None:
+            docs = client.documents()
+            if as_json:
+                write_json({"documents": plain(docs)})
+            else:
+                print_documents(out, docs)
+            return
+        doc = client.document(document_id)
+        if as_json:
+            write_json(doc)
+        else:
+            print_document(out, doc)
+
+
+@app.command()
+def passage(
+    passage_id: Annotated[str, typer.Argument(help="A passage id from search or cite results.")],
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a passage with its citation and the text around it."""
+    from rag.terminal import print_passage, write_json
+
+    s = settings()
+    with reported(), _client(s, url) as client:
+        found = client.passage(passage_id)
+    if as_json:
+        write_json(found)
+    else:
+        print_passage(out, found)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ _COUNT = re.compile(r"^(\d+|No) comments?:\s*$")
 _COMMENT = re.compile(r"^  (\d+)\.(?: |$)")
 _REPLY = re.compile(r"^    (\d+)\.(?: |$)")
 _GLUED = re.compile(r"^(ReplyDelete|Delete)")
-_INDENT_NL = re.compile(r"[ \t]*\n[ \t]*")
+_INDENT_NL = re.compile(r"[ \t\r]*\n[ \t]*")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 

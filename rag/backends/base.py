@@ -1,0 +1,65 @@
+"""The contract every answer backend implements: one abstract method, declarative capabilities.
+
+A backend turns a grounded `Prompt` (rag/prompting.py) and the numbered passages behind it into
+answer text, yielded as it is produced. It cites passages as ``[n]``; checking and renumbering
+those markers is the caller's job (rag/answering.py), as is falling back when a backend fails.
+A backend signals failure by raising `BackendError` with a message saying what happened.
+
+Not here: the registry (rag/backends/__init__.py) and the prompt text (rag/prompting.py).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from rag.errors import InvalidRequestError
+from rag.prompting import Prompt, Source
+from rag.settings import Settings
+
+
+class LLMBackend(ABC):
+    """Base of every backend. Subclasses set the class attributes and implement `generate`."""
+
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    supports_streaming: ClassVar[bool] = False
+    needs_key: ClassVar[bool] = False
+    key_env_var: ClassVar[str | None] = None
+
+    class Options(BaseModel):
+        """Per-request knobs; unknown names are refused (422), not ignored."""
+
+        model_config = ConfigDict(extra="forbid")
+
+    def __init__(self, settings: Settings, options: Options | None = None) -> None:
+        self.settings = settings
+        self.options = options if options is not None else self.Options()
+
+    @classmethod
+    def parse_options(cls, options: Mapping[str, Any] | None) -> BaseModel:
+        """Validate request options against `Options`, raising InvalidRequestError (422)."""
+        try:
+            return cls.Options(**(options or {}))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'options'}: "
+                f"{'unknown option' if e['type'] == 'extra_forbidden' else e['msg']}"
+                for e in exc.errors()
+            )
+            known = ", ".join(cls.Options.model_fields) or "none"
+            raise InvalidRequestError(
+                f"invalid options for backend {cls.name!r}: {problems} (known options: {known})"
+            ) from exc
+
+    @classmethod
+    def create(cls, settings: Settings, options: Mapping[str, Any] | None = None) -> LLMBackend:
+        """A backend configured from settings and (validated) request options."""
+        return cls(settings, cls.parse_options(options))  # type: ignore[arg-type]
+
+    @abstractmethod
+    def generate(self, prompt: Prompt, passages: Sequence[Source]) -> Iterator[str]:
+        """Yield the answer text in pieces, citing passages as [n]; raise BackendError on failure."""

@@ -1,0 +1,397 @@
+"""A small Python client for the HTTP API: typed results, clear exceptions.
+
+    from rag.client import Client
+
+    with Client("http://127.0.0.1:8000") as rag:
+        for match in rag.cite("a botched renationalisation"):
+            print(match.citation.source, match.start, match.end)
+
+Every method returns dataclasses whose fields mirror the JSON the server sends (so
+``dataclasses.asdict`` gives the wire format back). HTTP failures raise a `ClientError`:
+`ServerUnreachable` when there is no answer, or an `ApiError` carrying the server's status, code
+and message, refined into `BadRequest` (4xx, also an `InvalidRequestError`), `NotFound` (404, also a
+`NotFoundError`), `NotReady` (503) and `ServerError` (other 5xx). Not here: any retrieval logic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+
+from rag.errors import InvalidRequestError, NotFoundError, RagError
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+# ---------------------------------------------------------------- errors
+
+
+class ClientError(RagError):
+    """Any failure talking to the server."""
+
+    status = 502
+    code = "client_error"
+
+
+class ServerUnreachable(ClientError):
+    """No answer: refused connection, timeout, or a broken response."""
+
+    code = "server_unreachable"
+
+
+class ApiError(ClientError):
+    """The server answered with an error: its status, code and message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status} {code})")
+        self.status = status
+        self.code = code
+        self.detail = message
+
+
+class BadRequest(ApiError, InvalidRequestError):
+    """The server refused the request (4xx): the message says what to change."""
+
+
+class NotFound(ApiError, NotFoundError):
+    """An unknown passage or document id (404)."""
+
+
+class NotReady(ApiError):
+    """The server is still loading its index, or failed to (503); retry when /readyz is 200."""
+
+
+class ServerError(ApiError):
+    """The server failed (5xx)."""
+
+
+def _error_for(response: httpx.Response) -> ApiError:
+    try:
+        body = response.json()["error"]
+        code, message = str(body["code"]), str(body["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "http_error", response.text[:200] or response.reason_phrase
+    status = response.status_code
+    if status == 404:
+        return NotFound(status, code, message)
+    if status == 503:
+        return NotReady(status, code, message)
+    if 400 <= status < 500:
+        return BadRequest(status, code, message)
+    return ServerError(status, code, message)
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Citation:
+    """Where a passage comes from: `raw_file_text[start:end]` is its text, up to whitespace."""
+
+    document_id: str
+    title: str
+    date: str | None
+    kind: str
+    comment: int | None
+    reply: int | None
+    source: str
+    start: int
+    end: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Citation:
+        return cls(**{name: data.get(name) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    id: str
+    text: str
+    score: float
+    citation: Citation
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SearchResult:
+        return cls(data["id"], data["text"], data["score"], Citation.from_json(data["citation"]))
+
+
+@dataclass(frozen=True)
+class SearchResponse:
+    results: list[SearchResult]
+    took_ms: float
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SearchResponse:
+        return cls([SearchResult.from_json(r) for r in data["results"]], data["took_ms"])
+
+
+@dataclass(frozen=True)
+class QuoteMatch:
+    """Where a quote comes from: raw[start:end] is the quote when `exact`, else the passage."""
+
+    exact: bool
+    start: int
+    end: int
+    score: float
+    passage_id: str
+    passage_ids: list[str]
+    citation: Citation
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> QuoteMatch:
+        return cls(
+            data["exact"],
+            data["start"],
+            data["end"],
+            data["score"],
+            data["passage_id"],
+            list(data.get("passage_ids", [data["passage_id"]])),
+            Citation.from_json(data["citation"]),
+        )
+
+
+@dataclass(frozen=True)
+class NodeText:
+    """A whole post body, comment or reply, located in its raw file."""
+
+    kind: str
+    comment: int | None
+    reply: int | None
+    start: int
+    end: int
+    text: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> NodeText:
+        return cls(**{name: data.get(name) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class PassageContext:
+    before: str
+    after: str
+    node: NodeText
+    parent: NodeText | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PassageContext:
+        parent = data.get("parent")
+        return cls(
+            data["before"],
+            data["after"],
+            NodeText.from_json(data["node"]),
+            NodeText.from_json(parent) if parent else None,
+        )
+
+
+@dataclass(frozen=True)
+class Passage:
+    id: str
+    text: str
+    citation: Citation
+    context: PassageContext
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Passage:
+        return cls(
+            data["id"],
+            data["text"],
+            Citation.from_json(data["citation"]),
+            PassageContext.from_json(data["context"]),
+        )
+
+
+@dataclass(frozen=True)
+class DocumentSummary:
+    id: str
+    title: str
+    date: str | None
+    source: str
+    comments: int
+    replies: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DocumentSummary:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Reply:
+    number: int
+    start: int
+    end: int
+    text: str
+    passage_ids: list[str]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Reply:
+        return cls(data["number"], data["start"], data["end"], data["text"], list(data["passage_ids"]))
+
+
+@dataclass(frozen=True)
+class Comment:
+    number: int
+    start: int
+    end: int
+    text: str
+    passage_ids: list[str]
+    replies: list[Reply]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Comment:
+        return cls(
+            data["number"],
+            data["start"],
+            data["end"],
+            data["text"],
+            list(data["passage_ids"]),
+            [Reply.from_json(r) for r in data["replies"]],
+        )
+
+
+@dataclass(frozen=True)
+class Body:
+    start: int
+    end: int
+    text: str
+    passage_ids: list[str]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Body:
+        return cls(data["start"], data["end"], data["text"], list(data["passage_ids"]))
+
+
+@dataclass(frozen=True)
+class Document:
+    """A whole post: its body and comment tree."""
+
+    id: str
+    title: str
+    date: str | None
+    source: str
+    body: Body
+    comments: list[Comment]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Document:
+        return cls(
+            data["id"],
+            data["title"],
+            data["date"],
+            data["source"],
+            Body.from_json(data["body"]),
+            [Comment.from_json(c) for c in data["comments"]],
+        )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer from POST /v1/ask; `raw` keeps the whole response for fields added later."""
+
+    answer: str
+    citations: list[Citation]
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Answer:
+        text = data.get("answer", data.get("text", ""))
+        citations = []
+        for item in data.get("citations", []):
+            cited = item.get("citation", item) if isinstance(item, Mapping) else None
+            if isinstance(cited, Mapping) and "source" in cited:
+                citations.append(Citation.from_json(cited))
+        return cls(str(text), citations, dict(data))
+
+
+# ---------------------------------------------------------------- client
+
+
+class Client:
+    """Talks to a running server (``rag serve``). Use as a context manager, or call `close()`.
+
+    Args:
+        base_url: the server, e.g. ``http://127.0.0.1:8000``.
+        timeout: seconds per request.
+        http: an `httpx.Client` to send requests with instead (e.g. Starlette's `TestClient`,
+            or one with an `httpx.MockTransport`); `base_url` and `timeout` are then its own.
+    """
+
+    def __init__(
+        self, base_url: str = DEFAULT_URL, timeout: float = 60.0, http: httpx.Client | None = None
+    ) -> None:
+        self._owned = http is None
+        self._http = http or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owned:
+            self._http.close()
+
+    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        try:
+            response = self._http.request(method, path, json=body)
+        except httpx.HTTPError as exc:  # connection refused, timeout, protocol error
+            raise ServerUnreachable(
+                f"cannot reach the server at {self._http.base_url} ({exc}); is `rag serve` running?"
+            ) from exc
+        if response.is_error:
+            raise _error_for(response)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ServerUnreachable(
+                f"the server at {self._http.base_url} sent a response that is not JSON"
+            ) from exc
+
+    def search(self, query: str, k: int = 5, filters: Mapping[str, Any] | None = None) -> SearchResponse:
+        """The `k` passages most relevant to `query`; `filters` as in POST /v1/search."""
+        body: dict[str, Any] = {"query": query, "k": k}
+        if filters:
+            body["filters"] = dict(filters)
+        return SearchResponse.from_json(self._request("POST", "/v1/search", body))
+
+    def search_batch(self, queries: Iterable[str | Mapping[str, Any]], k: int = 5) -> list[SearchResponse]:
+        """One response per query, in order; a query is a string or a full search request."""
+        items = [{"query": q, "k": k} if isinstance(q, str) else dict(q) for q in queries]
+        data = self._request("POST", "/v1/search/batch", {"queries": items})
+        return [SearchResponse.from_json(r) for r in data["responses"]]
+
+    def cite(self, text: str, k: int = 5) -> list[QuoteMatch]:
+        """Where `text` occurs in the archive (exact matches first), or the closest passages."""
+        data = self._request("POST", "/v1/cite", {"text": text, "k": k})
+        return [QuoteMatch.from_json(m) for m in data["matches"]]
+
+    def passage(self, passage_id: str) -> Passage:
+        """A passage by id, with its citation and surrounding text. Raises `NotFound`."""
+        return Passage.from_json(self._request("GET", f"/v1/passages/{_segment(passage_id)}"))
+
+    def documents(self) -> list[DocumentSummary]:
+        """Every post: id, title, date, source, and counts of comments and replies."""
+        data = self._request("GET", "/v1/documents")
+        return [DocumentSummary.from_json(d) for d in data["documents"]]
+
+    def document(self, document_id: str) -> Document:
+        """A whole post with its comment tree. Raises `NotFound`."""
+        return Document.from_json(self._request("GET", f"/v1/documents/{_segment(document_id)}"))
+
+    def ask(self, question: str, **options: Any) -> Answer:
+        """An answer with citations from POST /v1/ask; `options` are sent as extra request fields."""
+        return Answer.from_json(self._request("POST", "/v1/ask", {"question": question, **options}))
+
+
+def _segment(value: str) -> str:
+    """An id as one URL path segment: a slash or space must not change the route."""
+    if not value.strip():
+        raise InvalidRequestError("id is empty")
+    return quote(value, safe="")

@@ -1,0 +1,264 @@
+"""The chat page (api/routes/page.py, api/static/) in real headless Chromium against the live server.
+
+The browser is Debian's chromium driven by Playwright for Python (`playwright install` cannot
+download browsers offline); set RAG_CHROMIUM to use another binary. Questions go to the server's
+real /v1/ask, except in the escaping test, which answers /v1/ask itself with hostile markup the
+archive may not happen to contain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import LiveServer
+
+pytestmark = pytest.mark.browser
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = Path(os.environ.get("RAG_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+ANSWERED = "From when will HM Inspectorate of Probation have a role in the independent quality assurance of Serious Further Offence reviews?"  # noqa: E501 - dev.jsonl d002
+UNANSWERABLE = "How much profit has Sodexo made from its CRC contracts so far?"  # dev.jsonl d015
+ANSWER_TIMEOUT_MS = 180_000  # a local chat model on two shared cores can take a while
+
+
+class Tab:
+    """A page in a fresh browser context, with every request and script error it saw."""
+
+    def __init__(self, page: sync_api.Page) -> None:
+        self.page = page
+        self.requests: list[str] = []
+        self.errors: list[str] = []
+        page.on("request", lambda request: self.requests.append(request.url))
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+
+    def ask(self, question: str) -> None:
+        """Type a question and submit it with Enter, then wait for the finished answer."""
+        self.page.fill("#question", question)
+        self.page.press("#question", "Enter")
+        self.page.wait_for_selector("#result:not([hidden])")
+        self.page.wait_for_function(
+            "() => document.getElementById('result').getAttribute('aria-busy') === 'false'",
+            timeout=ANSWER_TIMEOUT_MS,
+        )
+        error = self.page.locator("#error")
+        assert error.is_hidden(), error.text_content()
+
+    def overflows(self) -> bool:
+        return bool(
+            self.page.evaluate("() => document.documentElement.scrollWidth > document.documentElement.clientWidth")
+        )
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[sync_api.Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"no chromium at {CHROMIUM}: `apt-get install chromium`, or set RAG_CHROMIUM")
+    with sync_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def _open(browser: sync_api.Browser, server: LiveServer, **context: object) -> Iterator[Tab]:
+    ctx = browser.new_context(**context)  # type: ignore[arg-type]
+    try:
+        tab = Tab(ctx.new_page())
+        tab.page.goto(f"{server.url}/")
+        yield tab
+        assert tab.errors == [], "script errors on the page"
+    finally:
+        ctx.close()
+
+
+@pytest.fixture
+def tab(browser: sync_api.Browser, server: LiveServer) -> Iterator[Tab]:
+    yield from _open(browser, server, viewport={"width": 1280, "height": 900})
+
+
+@pytest.fixture
+def phone(browser: sync_api.Browser, server: LiveServer) -> Iterator[Tab]:
+    yield from _open(browser, server, viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True)
+
+
+def test_page_loads_offline_with_no_external_requests(tab: Tab, server: LiveServer) -> None:
+    page = tab.page
+    assert page.title() == "Ask the probation blog archive"
+    assert page.locator("#question").is_visible()
+    # the stylesheet applied and the script ran (it wires the form), all from this origin
+    assert page.evaluate("() => getComputedStyle(document.body).maxWidth") != "none"
+    assert tab.requests, "the page made no requests at all"
+    assert [u for u in tab.requests if not u.startswith(f"{server.url}/") and not u.startswith("data:")] == []
+    response = httpx.get(f"{server.url}/")
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+
+
+def test_page_static_serves_only_its_own_files(client: httpx.Client) -> None:
+    assert client.get("/static/app.js").headers["content-type"].startswith("text/javascript")
+    assert client.get("/static/app.css").headers["content-type"].startswith("text/css")
+    assert client.get("/static/..%2Fmain.py").status_code == 404
+    assert client.get("/static/page.py").json()["error"]["code"] == "not_found"
+
+
+def test_page_answer_links_open_the_cited_passage(tab: Tab, server: LiveServer, client: httpx.Client) -> None:
+    page = tab.page
+    tab.ask(ANSWERED)
+    links = page.locator("#answer a.cite")
+    assert links.count() >= 1, page.locator("#answer").text_content()
+    assert not page.locator("#result").evaluate("e => e.classList.contains('abstained')")
+
+    # keyboard only: from the question field, Tab past the Ask button to the first [n] link
+    page.focus("#question")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    first = page.evaluate("() => document.activeElement.dataset.id")
+    assert first == links.first.get_attribute("data-id")
+    page.keyboard.press("Enter")
+
+    dialog = page.locator("#passage")
+    dialog.wait_for(state="visible")
+    expected = client.get(f"/v1/passages/{first}").json()
+    citation = expected["citation"]
+    assert page.text_content("#passage-title") == citation["title"]
+    assert page.get_attribute("#passage-date", "datetime") == citation["date"]
+    assert citation["date"][:4] in (page.text_content("#passage-date") or "")
+    where = {"post": "post", "comment": f"comment {citation['comment']}"}.get(
+        citation["kind"], f"reply {citation['reply']} to comment {citation['comment']}"
+    )
+    assert page.text_content("#passage-where") == where
+    assert page.text_content("#passage-text") == expected["text"]  # literally, markup and all
+
+    toggle = page.locator("#passage-toggle")
+    assert toggle.get_attribute("aria-expanded") == "false"
+    assert page.locator("#passage-context").is_hidden()
+    toggle.click()
+    page.wait_for_function("() => document.getElementById('passage-node-text').textContent.length > 0")
+    assert toggle.get_attribute("aria-expanded") == "true"
+    node = expected["context"]["node"]
+    assert page.text_content("#passage-node-text") == node["text"]
+    assert page.locator("#passage-node-text").is_visible()
+    assert expected["text"] in node["text"]
+    assert page.text_content("#passage-node-text mark") == expected["text"]
+    parent = expected["context"]["parent"]
+    assert page.locator("#passage-parent").is_visible() == (parent is not None)
+
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+    assert page.evaluate("() => document.activeElement.dataset.id") == first  # focus went back
+
+
+def test_page_shows_the_passages_of_a_reply_with_its_comment(tab: Tab, client: httpx.Client) -> None:
+    """Whatever the answer cites, every source opens; a reply also shows the comment it answers."""
+    page = tab.page
+    tab.ask(ANSWERED)
+    buttons = page.locator("#sources .source-open")
+    assert buttons.count() >= 1
+    for i in range(buttons.count()):
+        buttons.nth(i).click()
+        page.locator("#passage").wait_for(state="visible")
+        passage_id = buttons.nth(i).get_attribute("data-id")
+        expected = client.get(f"/v1/passages/{passage_id}").json()
+        assert page.text_content("#passage-text") == expected["text"]
+        page.click("#passage-toggle")
+        page.wait_for_function("() => document.getElementById('passage-node-text').textContent.length > 0")
+        parent = expected["context"]["parent"]
+        if parent is not None:
+            assert page.text_content("#passage-parent-text") == parent["text"]
+            assert page.text_content("#passage-parent-heading") == f"It replies to comment {parent['comment']}"
+        page.click("#passage-close")
+        page.locator("#passage").wait_for(state="hidden")
+
+
+def test_page_shows_abstention_for_a_question_the_archive_cannot_answer(tab: Tab) -> None:
+    page = tab.page
+    tab.ask(UNANSWERABLE)
+    assert page.locator("#result").evaluate("e => e.classList.contains('abstained')")
+    status = page.locator("#status")
+    assert status.is_visible()
+    assert "doesn't answer" in (status.text_content() or "")
+    assert (page.text_content("#answer") or "").strip()
+    if page.locator("#sources .source").count():
+        assert "do not answer" in (page.text_content("#sources-heading") or "")
+
+
+HOSTILE = '<img src=x onerror="window.__pwned=1">'
+
+
+def _hostile_stream() -> str:
+    citation = {
+        "document_id": "000_x",
+        "title": "<b>Bold</b> title",
+        "date": "2020-06-12",
+        "kind": "comment",
+        "comment": 4,
+        "reply": None,
+        "source": "000_x.txt",
+        "start": 0,
+        "end": 10,
+    }
+    done = {
+        "answer": f"Says {HOSTILE} here [1].",
+        "citations": [
+            {
+                "n": 1,
+                "id": "hostile",
+                "text": "<script>window.__pwned=2</script> see http://example.com/?a=<i>x</i>",
+                "score": 1.0,
+                "citation": citation,
+            }
+        ],
+        "backend": "hostile",
+        "abstained": False,
+        "warnings": ["<u>warning</u>"],
+        "took_ms": 1.0,
+    }
+    delta = json.dumps({"text": HOSTILE})
+    return f"event: delta\r\ndata: {delta}\r\n\r\n: ping\r\n\r\nevent: done\r\ndata: {json.dumps(done)}\r\n\r\n"
+
+
+def test_page_renders_markup_in_answers_and_passages_as_text(tab: Tab) -> None:
+    page = tab.page
+    page.route(
+        "**/v1/ask",
+        lambda route: route.fulfill(status=200, content_type="text/event-stream", body=_hostile_stream()),
+    )
+    tab.ask("anything")
+    page.locator("#answer a.cite").first.click()
+    page.locator("#passage").wait_for(state="visible")
+    assert page.text_content("#answer") == f"Says {HOSTILE} here [1]."
+    assert page.text_content("#passage-title") == "<b>Bold</b> title"
+    assert "<script>" in (page.text_content("#passage-text") or "")
+    assert page.text_content("#warnings") == "<u>warning</u>"
+    injected = page.evaluate(
+        "() => document.querySelectorAll('main img, main b, main i, main u, main script, dialog b, dialog script,"
+        " dialog i').length"
+    )
+    assert injected == 0
+    assert page.evaluate("() => window.__pwned") is None
+
+
+def test_page_fits_a_phone_width_screen(phone: Tab) -> None:
+    page = phone.page
+    assert not phone.overflows()
+    phone.ask(ANSWERED)
+    assert page.locator("#answer a.cite").count() >= 1
+    assert not phone.overflows()
+    page.locator("#sources .source-open").first.click()
+    page.click("#passage-toggle")
+    page.wait_for_function("() => document.getElementById('passage-node-text').textContent.length > 0")
+    assert not phone.overflows()
+    box = page.locator("#passage").bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375
