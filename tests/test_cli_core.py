@@ -1,0 +1,54 @@
+"""`rag ingest`, `rag eval` and `rag search` as a user runs them, on the real model and index."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rag.cli import app
+from rag.index import Index
+from rag.settings import Settings
+from tests.conftest import DATA, DEV
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(settings: Settings, index: Index) -> dict[str, str]:
+    return {"RAG_DATA_DIR": str(settings.data_dir), "RAG_INDEX_DIR": str(settings.index_dir), "HF_HUB_OFFLINE": "1"}
+
+
+def test_cli_eval_prints_hybrid_bm25_and_dense_figures(env: dict[str, str]) -> None:
+    result = runner.invoke(app, ["eval", "--questions", str(DEV)], env=env)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report) >= {"hybrid", "bm25", "dense", "index"}
+    for mode in ("hybrid", "bm25", "dense"):
+        assert set(report[mode]) == {"hit@1", "hit@3", "hit@5", "hit@10", "mrr@10", "questions"}
+        assert report[mode]["questions"] == 27
+    assert report["hybrid"]["mrr@10"] > report["bm25"]["mrr@10"]
+
+
+def test_cli_ingest_reports_bad_files_and_indexes_the_rest(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(DATA / "003_ea05dc3451fe564a.txt", data)
+    (data / "broken.txt").write_text("", encoding="utf-8")
+    env = {"RAG_DATA_DIR": str(data), "RAG_INDEX_DIR": str(tmp_path / "index"), "HF_HUB_OFFLINE": "1"}
+    result = runner.invoke(app, ["ingest"], env=env)
+    assert result.exit_code == 1
+    assert "broken.txt:1: file is empty" in result.output
+    assert "indexed 1 posts" in result.output
+    assert (tmp_path / "index" / "current" / "manifest.json").exists()
+
+
+def test_cli_error_is_one_clean_line(tmp_path: Path) -> None:
+    env = {"RAG_DATA_DIR": str(tmp_path), "RAG_INDEX_DIR": str(tmp_path / "i"), "HF_HUB_OFFLINE": "1"}
+    result = runner.invoke(app, ["eval", "--questions", str(DATA / "000_04b72ef4a6ddfc0f.txt")], env=env)
+    assert result.exit_code == 1
+    assert "error:" in result.output and "not a question record" in result.output
+    assert "Traceback" not in result.output
