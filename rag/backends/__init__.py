@@ -11,10 +11,9 @@ from a checkout that was never installed, the built-ins are found at their known
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, TypeVar
 
@@ -79,9 +78,7 @@ class Registry:
         found = list(eps) if eps is not None else list(entry_points(group=self.group))
         if eps is None and self.group == GROUP:
             names = {ep.name for ep in found}
-            found += [
-                EntryPoint(name, ref, GROUP) for name, ref in BUILTINS.items() if name not in names
-            ]
+            found += [EntryPoint(name, ref, GROUP) for name, ref in BUILTINS.items() if name not in names]
         for ep in found:
             if wanted is not None and ep.name not in wanted:
                 continue
@@ -148,6 +145,3 @@ def create_backend(
     if not registry._loaded:
         registry.load(settings.backends_allow)
     return get_backend(name or settings.backend).create(settings, options)
-
-
-BackendFactory = Callable[[Settings], LLMBackend]

@@ -1,0 +1,215 @@
+"""Cited answers: retrieve, prompt, generate, check every [n], and fall back when a backend fails.
+
+`Answerer(backend, retriever)` takes its collaborators in the constructor. `stream()` yields the
+answer text as it is generated, then one final `Answer`; `answer()` returns just the `Answer`.
+
+Markers are checked while the text streams (`MarkerRewriter`): ``[n]`` pointing at a passage that
+was given is renumbered in order of first use, one pointing nowhere is dropped and reported in
+`warnings`, so the streamed text and the final answer agree and the citations list holds only the
+passages the answer uses. A backend that raises (timeout, refused connection, 5xx, malformed or
+empty output) is replaced by the extractive answer with a warning saying what happened.
+An answer that is `ABSTAIN` comes with the nearest passages as citations.
+
+Not here: HTTP (api/routes/ask.py), the prompt text (rag/prompting.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from rag.backends.base import LLMBackend
+from rag.backends.extractive import ExtractiveBackend
+from rag.errors import BackendError
+from rag.prompting import ABSTAIN, Source, build_prompt
+from rag.retrieval import Filters, Retriever
+from rag.rewrite import rewrite_query
+
+logger = logging.getLogger(__name__)
+
+# [3], [1, 2], [1-2] as models write them; a marker may be split across streamed pieces.
+_MARKER = re.compile(r"\[\s*(\d{1,3}(?:\s*[,;–-]\s*\d{1,3})*)\s*\]")
+_PARTIAL = re.compile(r"\[[\d\s,;–-]{0,12}$")
+NEAREST = 3
+
+
+@dataclass
+class Answer:
+    """A finished answer: text, the sources it cites (renumbered), and what went wrong."""
+
+    text: str
+    citations: list[Source]
+    backend: str
+    abstained: bool
+    warnings: list[str]
+    query: str
+    took_ms: float = 0.0
+    passages: list[Source] = field(default_factory=list)  # everything retrieved, as numbered for the model
+
+
+class MarkerRewriter:
+    """Renumber [n] markers in streamed text in order of first use; drop those citing nothing."""
+
+    def __init__(self, sources: Sequence[Source]) -> None:
+        self.by_n = {s.n: s for s in sources}
+        self.order: list[int] = []  # original numbers, in order of first use
+        self.warnings: list[str] = []
+        self._held = ""
+
+    def _replace(self, match: re.Match[str]) -> str:
+        numbers: list[int] = []
+        for part in re.split(r"\s*[,;]\s*", match.group(1)):
+            bounds = re.split(r"\s*[–-]\s*", part)
+            if len(bounds) == 2 and bounds[0].isdigit() and bounds[1].isdigit():
+                low, high = int(bounds[0]), int(bounds[1])
+                numbers += list(range(low, high + 1)) if 0 < high - low < 10 else [low, high]
+            elif part.isdigit():
+                numbers.append(int(part))
+        out = []
+        for n in numbers:
+            if n not in self.by_n:
+                self.warnings.append(
+                    f"removed citation marker [{n}]: it points at no passage "
+                    f"({len(self.by_n)} passages were given)"
+                )
+                continue
+            if n not in self.order:
+                self.order.append(n)
+            out.append(f"[{self.order.index(n) + 1}]")
+        return "".join(out)
+
+    def feed(self, piece: str) -> str:
+        """Rewritten text that is safe to emit now (a trailing partial marker is held back)."""
+        text = self._held + piece
+        partial = _PARTIAL.search(text)
+        cut = partial.start() if partial else len(text)
+        self._held = text[cut:]
+        return _MARKER.sub(self._replace, text[:cut])
+
+    def flush(self) -> str:
+        text, self._held = self._held, ""
+        return _MARKER.sub(self._replace, text)
+
+    def cited(self) -> list[Source]:
+        """The cited sources, renumbered 1.. in order of first use."""
+        return [Source(i, self.by_n[n].chunk, self.by_n[n].score) for i, n in enumerate(self.order, 1)]
+
+
+def _tidy(text: str) -> str:
+    text = re.sub(r"[ \t]+([.,;:!?])", r"\1", text)  # "word [9]." with [9] removed -> "word."
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+def is_abstention(text: str) -> bool:
+    folded = text.strip().lower().replace("’", "'")
+    return folded.startswith(ABSTAIN.lower().rstrip(".")) or not folded
+
+
+class Answerer:
+    """Answers questions with `backend` over `retriever`; falls back to `fallback` (extractive)."""
+
+    def __init__(
+        self,
+        backend: LLMBackend,
+        retriever: Retriever,
+        fallback: LLMBackend | None = None,
+    ) -> None:
+        self.backend = backend
+        self.retriever = retriever
+        self.fallback = fallback or ExtractiveBackend(backend.settings)
+
+    def answer(
+        self,
+        question: str,
+        k: int = 5,
+        filters: Filters | None = None,
+        history: Sequence[str] = (),
+    ) -> Answer:
+        """The finished answer to `question` (see `stream`)."""
+        for item in self.stream(question, k, filters, history):
+            if isinstance(item, Answer):
+                return item
+        raise AssertionError("stream() always ends with an Answer")  # pragma: no cover
+
+    def stream(
+        self,
+        question: str,
+        k: int = 5,
+        filters: Filters | None = None,
+        history: Sequence[str] = (),
+    ) -> Iterator[str | Answer]:
+        """Yield answer text as it is generated, then the final `Answer`.
+
+        Args:
+            question: the user's question (a follow-up is rewritten using `history`).
+            k: passages retrieved and shown to the backend.
+            filters: restrictions on what may be retrieved.
+            history: earlier user turns, oldest first, for rewriting a follow-up.
+        """
+        started = time.perf_counter()
+        query = rewrite_query(question, history)
+        hits = self.retriever.search(query, k, filters)
+        sources = [Source(i, h.chunk, h.score) for i, h in enumerate(hits, start=1)]
+        prompt = build_prompt(query, sources, original_question=question if query != question else None)
+        warnings: list[str] = []
+        backend = self.backend
+        rewriter = MarkerRewriter(sources)
+        pieces: list[str] = []
+        emitted = False
+        if not sources:
+            pieces = [ABSTAIN]
+            warnings.append("no passage matched the question")
+            yield ABSTAIN
+        else:
+            try:
+                for piece in backend.generate(prompt, sources):
+                    out = rewriter.feed(piece)
+                    if out:
+                        pieces.append(out)
+                        emitted = True
+                        yield out
+                tail = rewriter.flush()
+                if tail:
+                    pieces.append(tail)
+                    yield tail
+                if not "".join(pieces).strip():
+                    raise BackendError("the backend returned an empty answer")
+            except Exception as exc:  # noqa: BLE001 - any backend failure becomes a fallback, never a 500
+                if not isinstance(exc, BackendError):
+                    logger.exception("backend %s failed unexpectedly", backend.name)
+                reason = exc.message if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
+                warnings.append(
+                    f"the {backend.name} backend failed ({reason}); "
+                    f"showing the {self.fallback.name} answer instead"
+                )
+                backend = self.fallback
+                rewriter = MarkerRewriter(sources)
+                pieces = []
+                if emitted:
+                    yield "\n\n"
+                for piece in self.fallback.generate(prompt, sources):
+                    out = rewriter.feed(piece)
+                    pieces.append(out)
+                    yield out
+                pieces.append(rewriter.flush())
+        text = _tidy("".join(pieces))
+        abstained = is_abstention(text)
+        cited = rewriter.cited()
+        if abstained:
+            text = ABSTAIN
+            cited = [Source(i, s.chunk, s.score) for i, s in enumerate(sources[:NEAREST], start=1)]
+        elif not cited:
+            warnings.append("the answer cites no passage")
+        yield Answer(
+            text=text,
+            citations=cited,
+            backend=backend.name,
+            abstained=abstained,
+            warnings=warnings + rewriter.warnings,
+            query=query,
+            took_ms=round((time.perf_counter() - started) * 1000.0, 3),
+            passages=sources,
+        )

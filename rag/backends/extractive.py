@@ -1,0 +1,167 @@
+"""The extractive backend: an answer made of the passages' own sentences, each cited, no model.
+
+Every sentence of the retrieved passages is scored by how much of the question it covers
+(stemmed content words, rarer words weighing more), with a small bonus for the passage's rank. A
+sentence that is itself a question, or too short to say anything, is scored lower; when the best
+one is a heading or a question ("Will staff be made redundant?") the sentence that follows it,
+which usually holds the answer, is taken with it. Questions asking for a quantity ("how many",
+"what share", "how much") only accept sentences that contain a number.
+
+It abstains with `ABSTAIN` when no sentence reaches `min_score` (chosen on the dev questions, see
+README) or a quantity question finds no number. Sentences that read as instructions to an AI
+("ignore previous instructions") are never quoted.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import Stemmer
+from pydantic import Field
+
+from rag.backends.base import LLMBackend
+from rag.prompting import ABSTAIN, Prompt, Source
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+|\n+")
+_WORD = re.compile(r"[a-z0-9£$%][a-z0-9£$%.,'’-]*[a-z0-9%]|[a-z0-9]")
+_NUMBER = re.compile(
+    r"\d|£|\$|%|\bper ?cent\b|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+    r"twenty|thirty|forty|fifty|hundred|thousand|million|billion|half|dozen)\b",
+    re.IGNORECASE,
+)
+# "How much" asks for an amount, written with digits, a currency or a magnitude ("five years" is not one).
+_AMOUNT = re.compile(r"\d|£|\$|€|%|\bper ?cent\b|\b(million|billion|thousand|hundred|half)\b", re.IGNORECASE)
+_HOW_MUCH = re.compile(r"\bhow much\b", re.IGNORECASE)
+_QUANTITY = re.compile(
+    r"\bhow many\b|\bwhat (share|proportion|percentage|number|fraction|amount|figure)\b|"
+    r"\bwhat (was|is|were|are) the (\w+ ){0,2}(population|number|total|amount|cost|figure|share|"
+    r"percentage|proportion|rate|profit|salary|budget)\b",
+    re.IGNORECASE,
+)
+_INJECTION = re.compile(
+    r"\b(ignore|disregard|forget)\b.{0,40}\b(instructions?|prompts?|rules)\b|\bsystem prompt\b|"
+    r"\byou are now\b|\bas an ai\b",
+    re.IGNORECASE,
+)
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from further had
+    has have having he her here hers him his how i if in into is it its itself just me more most my
+    no nor not now of off on once only or other our out over own same she should so some such than
+    that the their them then there these they this those through to too under until up very was we
+    were what when where which while who whom whose why will with would you your yours
+    according said say says saying one reader readers commenter commenters comment post blog did
+    """.split()
+)
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> Stemmer.Stemmer:
+    return Stemmer.Stemmer("english")
+
+
+def terms(text: str) -> list[str]:
+    """Stemmed content words of `text`, lower-cased, stopwords removed."""
+    words = _WORD.findall(text.lower().replace("’", "'"))
+    return [_stemmer().stemWord(w.strip(".,'")) for w in words if w.strip(".,'") not in STOPWORDS]
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+
+
+def is_quantity_question(question: str) -> bool:
+    return bool(_QUANTITY.search(question))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    score: float
+    source: Source
+    text: str  # the sentence, plus the one after it when the sentence only leads into the answer
+
+
+class ExtractiveBackend(LLMBackend):
+    """Quote the sentences that best answer the question, each followed by its [n]."""
+
+    name = "extractive"
+    aliases = ("extract", "default")
+    supports_streaming = True
+
+    class Options(LLMBackend.Options):
+        max_sentences: int = Field(2, ge=1, le=5, description="Most sentences quoted.")
+        min_score: float = Field(
+            0.3, ge=0.0, le=1.0, description="Abstain when no sentence scores this much."
+        )
+        relative: float = Field(
+            0.8, ge=0.0, le=1.0, description="Later sentences must score this share of the best."
+        )
+
+    options: Options
+
+    def rank(self, question: str, passages: Sequence[Source]) -> list[Candidate]:
+        """Every usable sentence of `passages`, best answer first."""
+        wanted = Counter(terms(question))
+        if not wanted:
+            return []
+        # Rarer words (in these passages) say more about what is asked: IDF over the sentences.
+        sentences = [(s, split_sentences(s.chunk.text)) for s in passages]
+        df: Counter[str] = Counter()
+        total = 0
+        for _, sents in sentences:
+            for sent in sents:
+                df.update(set(terms(sent)))
+                total += 1
+        weight = {t: math.log(1 + (total + 1) / (df[t] + 1)) for t in wanted}
+        norm = sum(weight.values()) or 1.0
+        quantity = is_quantity_question(question)
+        how_much = bool(_HOW_MUCH.search(question))
+        out: list[Candidate] = []
+        for rank, (source, sents) in enumerate(sentences):
+            for i, sent in enumerate(sents):
+                if len(sent.split()) < 4 or _INJECTION.search(sent):
+                    continue
+                text = sent
+                leads_in = sent.endswith(("?", ":", "...", "…")) or len(sent.split()) < 8
+                if leads_in and i + 1 < len(sents) and not _INJECTION.search(sents[i + 1]):
+                    text = f"{sent} {sents[i + 1]}"
+                if quantity and not _NUMBER.search(text):
+                    continue
+                if how_much and not _AMOUNT.search(text):
+                    continue
+                have = set(terms(text))
+                score = sum(weight[t] for t in wanted if t in have) / norm
+                if sent.endswith("?") and text == sent:
+                    score *= 0.5
+                score += 0.03 / (1 + rank)
+                out.append(Candidate(min(score, 1.0), source, text))
+        out.sort(key=lambda c: -c.score)
+        return out
+
+    def choose(self, question: str, passages: Sequence[Source]) -> list[Candidate]:
+        """The sentences to quote, in the order they are cited; empty means abstain."""
+        ranked = self.rank(question, passages)
+        if not ranked or ranked[0].score < self.options.min_score:
+            return []
+        best = ranked[0].score
+        chosen: list[Candidate] = []
+        for c in ranked:
+            if len(chosen) == self.options.max_sentences or c.score < self.options.relative * best:
+                break
+            if any(c.text in d.text or d.text in c.text for d in chosen):
+                continue
+            chosen.append(c)
+        return chosen
+
+    def generate(self, prompt: Prompt, passages: Sequence[Source]) -> Iterator[str]:
+        chosen = self.choose(prompt.question, passages)
+        if not chosen:
+            yield ABSTAIN
+            return
+        for i, c in enumerate(chosen):
+            yield f"{' ' if i else ''}{c.text} [{c.source.n}]"

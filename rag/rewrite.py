@@ -1,0 +1,63 @@
+"""Follow-up questions made standalone, so retrieval sees what "that" refers to.
+
+A deliberately simple rule, with no model: when there are earlier user turns and the question is
+short or leans on them (a pronoun like "that", "it", "they", or "what about ..."), the content
+words of the latest earlier turn that the question lacks are added in front, e.g.
+"what did commenters say about that?" after "What did Gauke say about short prison sentences?"
+becomes "Gauke short prison sentences: what did commenters say about that?". A question that
+stands alone is returned unchanged. The rewrite is shown to the user (the API returns it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+_WORD = re.compile(r"[A-Za-z0-9£$%][A-Za-z0-9£$%'’.-]*[A-Za-z0-9%]|[A-Za-z0-9]")
+_ANAPHORA = re.compile(
+    r"\b(that|this|these|those|it|its|they|them|their|he|she|him|his|her|there|then|such|"
+    r"above|same|what about|how about|and|also|else|more)\b",
+    re.IGNORECASE,
+)
+_STOP = frozenset(
+    """a about above after again all also am an and any are as at be been being both but by can
+    could did do does doing for from had has have having he her here him his how i if in into is it
+    its just me more most my no not now of on or other our out over own said say says she should so
+    some such than that the their them then there these they this those to too under up very was we
+    were what when where which while who whom whose why will with would you your tell please
+    commenters commenter readers reader people anyone someone thing things think thought""".split()
+)
+SHORT = 8  # a question with fewer content words than this may lean on the conversation
+
+
+def content_words(text: str) -> list[str]:
+    """Words of `text` that carry meaning, in order, without repeats (case-insensitive)."""
+    seen: set[str] = set()
+    out = []
+    for word in _WORD.findall(text):
+        key = word.lower().strip(".'’")
+        if key in _STOP or key in seen or len(key) < 2:
+            continue
+        seen.add(key)
+        out.append(word.strip(".'’"))
+    return out
+
+
+def needs_context(question: str) -> bool:
+    return bool(_ANAPHORA.search(question)) or len(content_words(question)) < 3
+
+
+def rewrite_query(question: str, history: Sequence[str] = ()) -> str:
+    """`question` as a standalone query, borrowing key terms from the latest earlier user turn."""
+    earlier = [turn for turn in history if turn.strip()]
+    if not earlier or len(content_words(question)) >= SHORT or not needs_context(question):
+        return question
+    have = {w.lower() for w in content_words(question)}
+    borrowed: list[str] = []
+    for turn in reversed(earlier):  # the latest turn first; older ones only if it gave nothing
+        borrowed = [w for w in content_words(turn) if w.lower() not in have]
+        if borrowed:
+            break
+    if not borrowed:
+        return question
+    return f"{' '.join(borrowed)}: {question.strip()}"
