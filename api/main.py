@@ -11,12 +11,13 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import errors
 from api.deps import AppState
-from api.routes import citations, documents, health, page, passages, search
+from api.routes import ask, citations, documents, health, openai_compat, page, passages, search
 from rag.embedding import Embedder
 from rag.errors import RagError
 from rag.retrieval import Retriever
@@ -25,7 +26,16 @@ from rag.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 2 * 1024 * 1024
-ROUTERS = (health.router, search.router, passages.router, citations.router, documents.router, page.router)
+ROUTERS = (
+    health.router,
+    search.router,
+    passages.router,
+    citations.router,
+    documents.router,
+    page.router,
+    ask.router,
+    openai_compat.router,
+)
 
 
 class BodyLimit:

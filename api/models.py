@@ -147,9 +147,7 @@ class CiteRequest(Strict):
     text: str = Field(
         ..., description="The quote to attribute (whitespace, case and curly quotes are folded)."
     )
-    k: int = Field(
-        5, ge=1, le=50, description="How many closest passages when there is no exact occurrence."
-    )
+    k: int = Field(5, ge=1, le=50, description="How many closest passages when there is no exact occurrence.")
 
 
 class QuoteMatch(BaseModel):
@@ -219,3 +217,29 @@ class DocumentResponse(BaseModel):
     source: str
     body: BodyNode
     comments: list[CommentNode]
+
+
+class AskRequest(Strict):
+    question: str = Field(..., min_length=1, description="The question, in natural language.")
+    k: int = Field(5, ge=1, le=20, description="How many passages the answer may draw on.")
+    backend: str | None = Field(None, description="Backend name or alias; default RAG_BACKEND.")
+    stream: bool = Field(False, description="Answer as server-sent events: `delta`s, then one `done`.")
+    filters: SearchFilters | None = None
+    options: dict[str, object] | None = Field(None, description="Backend options, checked by the backend.")
+    history: list[str] = Field(
+        default_factory=list, max_length=20, description="Earlier user turns, to rewrite a follow-up."
+    )
+
+
+class AskCitation(SearchResult):
+    n: int = Field(description="The number the answer cites this passage by, as [n].")
+
+
+class AskResponse(BaseModel):
+    answer: str
+    citations: list[AskCitation]
+    backend: str = Field(description="The backend that wrote the answer (the fallback, if one failed).")
+    abstained: bool
+    warnings: list[str]
+    took_ms: float
+    query: str = Field(description="The query passages were retrieved with (a rewritten follow-up).")

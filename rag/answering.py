@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from rag.backends.base import LLMBackend
 from rag.backends.extractive import ExtractiveBackend
 from rag.errors import BackendError
-from rag.prompting import ABSTAIN, Source, build_prompt
+from rag.prompting import ABSTAIN, Prompt, Source, build_prompt
 from rag.retrieval import Filters, Retriever
 from rag.rewrite import rewrite_query
 
@@ -48,6 +48,16 @@ class Answer:
     query: str
     took_ms: float = 0.0
     passages: list[Source] = field(default_factory=list)  # everything retrieved, as numbered for the model
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A question ready to generate: the query used, the numbered passages and the prompt."""
+
+    query: str
+    sources: list[Source]
+    prompt: Prompt
+    started: float
 
 
 class MarkerRewriter:
@@ -134,6 +144,20 @@ class Answerer:
                 return item
         raise AssertionError("stream() always ends with an Answer")  # pragma: no cover
 
+    def prepare(
+        self,
+        question: str,
+        k: int = 5,
+        filters: Filters | None = None,
+        history: Sequence[str] = (),
+    ) -> Prepared:
+        """Rewrite a follow-up, retrieve and build the prompt (raises before any text is produced)."""
+        query = rewrite_query(question, history)
+        hits = self.retriever.search(query, k, filters)
+        sources = [Source(i, h.chunk, h.score) for i, h in enumerate(hits, start=1)]
+        prompt = build_prompt(query, sources, original_question=question if query != question else None)
+        return Prepared(query, sources, prompt, time.perf_counter())
+
     def stream(
         self,
         question: str,
@@ -149,11 +173,11 @@ class Answerer:
             filters: restrictions on what may be retrieved.
             history: earlier user turns, oldest first, for rewriting a follow-up.
         """
-        started = time.perf_counter()
-        query = rewrite_query(question, history)
-        hits = self.retriever.search(query, k, filters)
-        sources = [Source(i, h.chunk, h.score) for i, h in enumerate(hits, start=1)]
-        prompt = build_prompt(query, sources, original_question=question if query != question else None)
+        return self.generate(self.prepare(question, k, filters, history))
+
+    def generate(self, prepared: Prepared) -> Iterator[str | Answer]:
+        """Text pieces, then the `Answer`, for a prepared question; never raises for a backend."""
+        started, query, sources, prompt = prepared.started, prepared.query, prepared.sources, prepared.prompt
         warnings: list[str] = []
         backend = self.backend
         rewriter = MarkerRewriter(sources)

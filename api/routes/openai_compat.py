@@ -1,0 +1,164 @@
+"""The archive as an OpenAI-compatible model: POST /v1/chat/completions and GET /v1/models.
+
+Any client or chat UI that speaks the protocol can use the archive: the official ``openai``
+Python client pointed at ``http://host:port/v1`` works unchanged. The model name picks the
+backend: ``archive`` (the default backend), ``archive/<backend>``, or a backend name.
+
+The last user message is the question; earlier user turns let a follow-up ("what did
+commenters say about that?") be rewritten into a standalone query, shown as ``rewritten_query``.
+Citations appear as [n] in the content and, in the plain response and in the last streamed
+chunk, as a structured ``citations`` list (the /v1/ask citation objects) beside ``warnings``
+and ``abstained``. Request fields the protocol defines but we have no use for (temperature,
+top_p, ...) are accepted and ignored, as a compatible server must; ``k`` and ``filters`` are
+our own extras.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import iterate_in_threadpool
+
+from api.deps import RetrieverDep, SettingsDep
+from api.models import SearchFilters
+from api.routes.ask import finish, make_answerer, to_response
+from api.routes.search import check_query
+from rag.answering import Answer
+from rag.backends import available_backends, create_backend, get_backend
+from rag.errors import InvalidRequestError
+from rag.settings import Settings
+
+router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+MODEL = "archive"
+OWNER = "rag-archive"
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")  # name, tool_calls, ... are part of the protocol
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):  # content parts: keep the text ones
+            return " ".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # temperature, top_p, stream_options, ...: ignored
+
+    model: str = MODEL
+    messages: list[ChatMessage] = Field(..., min_length=1)
+    stream: bool = False
+    k: int = Field(5, ge=1, le=20, description="Passages the answer may draw on (an extra).")
+    filters: SearchFilters | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = OWNER
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+def backend_for(model: str, settings: Settings) -> str:
+    """The backend a model name selects; UnknownBackendError (400) lists the choices."""
+    name = model.strip()
+    if name in (MODEL, ""):
+        return settings.backend
+    if name.startswith(f"{MODEL}/"):
+        name = name[len(MODEL) + 1 :]
+    return get_backend(name).name
+
+
+@router.get("/models", response_model=ModelList)
+def models(settings: SettingsDep) -> ModelList:
+    """The archive as models: `archive` (default backend) and `archive/<backend>` for each backend."""
+    create_backend(None, settings)  # loads the registry honouring RAG_BACKENDS_ALLOW
+    return ModelList(
+        data=[ModelCard(id=MODEL)] + [ModelCard(id=f"{MODEL}/{n}") for n in available_backends()]
+    )
+
+
+def _extras(answer: Answer) -> dict[str, Any]:
+    body = to_response(answer).model_dump()
+    return {
+        "citations": body["citations"],
+        "rewritten_query": answer.query,
+        "warnings": answer.warnings,
+        "abstained": answer.abstained,
+        "backend": answer.backend,
+    }
+
+
+@router.post("/chat/completions")
+def chat_completions(body: ChatRequest, retriever: RetrieverDep, settings: SettingsDep) -> Any:
+    """An OpenAI chat completion answering the last user message from the archive, with citations."""
+    users = [m.text() for m in body.messages if m.role == "user"]
+    if not users or not users[-1].strip():
+        raise InvalidRequestError("messages: the last user message is the question, and there is none")
+    if body.messages[-1].role != "user":
+        raise InvalidRequestError("messages: the last message must be the user's question")
+    question = check_query(users[-1], settings.max_query_chars, "question")
+    answerer = make_answerer(settings, retriever, backend_for(body.model, settings), None)
+    filters = body.filters.to_filters() if body.filters else None
+    prepared = answerer.prepare(question, body.k, filters, users[:-1])
+    items = finish(answerer.generate(prepared), prepared, answerer.backend.name)
+    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if body.stream:
+        return StreamingResponse(
+            iterate_in_threadpool(_chunks(items, ident, created, body.model)), media_type="text/event-stream"
+        )
+    answer = next(item for item in items if isinstance(item, Answer))
+    return {
+        "id": ident,
+        "object": "chat.completion",
+        "created": created,
+        "model": body.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.text},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        **_extras(answer),
+    }
+
+
+def _chunks(items: Iterator[str | Answer], ident: str, created: int, model: str) -> Iterator[str]:
+    """`data:` lines of chat.completion.chunk objects; the last carries the citations; then [DONE]."""
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
+        data = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+            **extra,
+        }
+        return f"data: {json.dumps(data)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    for item in items:
+        if isinstance(item, Answer):
+            yield chunk({}, "stop", **_extras(item))
+        elif item:
+            yield chunk({"content": item})
+    yield "data: [DONE]\n\n"
