@@ -212,14 +212,21 @@ def _citation(c: Any) -> dict[str, Any]:
 def evaluate(
     questions: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="JSONL questions file.")],
     per_question: Annotated[bool, typer.Option("--per-question", help="Also print a table of ranks.")] = False,
+    answers: Annotated[
+        bool, typer.Option("--answers", help="Score answers: gold contained, abstention, [n] validity.")
+    ] = False,
+    backend: Annotated[str | None, typer.Option(help="Backend for --answers (default RAG_BACKEND).")] = None,
 ) -> None:
-    """Print hit@1/3/5/10 and MRR@10 (hybrid, BM25 alone, dense alone) as JSON."""
+    """Print hit@1/3/5/10 and MRR@10 (hybrid, BM25 alone, dense alone) as JSON; --answers scores answers."""
     from rag.evaluation import evaluate as run, load_questions
 
     s = settings()
     with reported():
         qs = load_questions(questions)
         retriever = _retriever(s)
+        if answers:
+            _evaluate_answers(s, retriever, qs, backend)
+            return
         reports = {mode: run(retriever, qs, mode) for mode in ("hybrid", "bm25", "dense")}
     if per_question:
         table = Table("id", "kind", *reports, title="rank of the first passage holding the evidence")
@@ -302,6 +309,54 @@ def passage(
         write_json(found)
     else:
         print_passage(out, found)
+
+
+
+def _evaluate_answers(s: Settings, retriever: Any, qs: Any, backend: str | None) -> None:
+    from rag.answer_evaluation import evaluate_answers
+    from rag.answering import Answerer
+    from rag.backends import create_backend
+
+    report = evaluate_answers(Answerer(create_backend(backend, s), retriever), qs)
+    sys.stdout.write(json.dumps({"answers": report.summary()}, indent=2) + "\n")
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    k: Annotated[int, typer.Option("-k", min=1, max=20, help="Passages the answer may draw on.")] = 5,
+    backend: Annotated[str | None, typer.Option(help="extractive, openai or local (RAG_BACKEND).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer a question from the archive, citing passages as [n] (streams as it is written)."""
+    from rag.answering import Answer, Answerer
+    from rag.backends import create_backend
+
+    s = settings()
+    with reported():
+        answerer = Answerer(create_backend(backend, s), _retriever(s))
+        final: Any = None
+        for item in answerer.stream(question, k):
+            if isinstance(item, Answer):
+                final = item
+            elif not as_json:
+                out.print(item, end="", markup=False, highlight=False)
+    if as_json:
+        citations = [
+            {"n": c.n, "id": c.chunk.id, "text": c.chunk.text, **_citation(c.chunk)} for c in final.citations
+        ]
+        fields = ("text", "backend", "abstained", "warnings", "query", "took_ms")
+        body = {name: getattr(final, name) for name in fields}
+        out.print_json(json.dumps({**body, "citations": citations}))
+        return
+    out.print()
+    if final.query != question:
+        err.print(f"[dim]searched for:[/dim] {final.query}")
+    for c in final.citations:
+        where = f"{c.chunk.title} ({c.chunk.date or 'undated'}), {c.chunk.kind}{_number(c.chunk)}"
+        out.print(f"[bold]\\[{c.n}][/bold] {where}")
+    for warning in final.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}")
 
 
 if __name__ == "__main__":

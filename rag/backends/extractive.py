@@ -27,7 +27,8 @@ from pydantic import Field
 from rag.backends.base import LLMBackend
 from rag.prompting import ABSTAIN, Prompt, Source
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+|\n+")
+# A sentence ends at . ! ? … (keeping closing quotes and brackets with it) before a space, or at a line break.
+_SENTENCE_END = re.compile(r"([.!?…][\"'”’)\]]*)\s+|\n+")
 _WORD = re.compile(r"[a-z0-9£$%][a-z0-9£$%.,'’-]*[a-z0-9%]|[a-z0-9]")
 _NUMBER = re.compile(
     r"\d|£|\$|%|\bper ?cent\b|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
@@ -72,7 +73,23 @@ def terms(text: str) -> list[str]:
 
 
 def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+    """Sentences of `text`, each a verbatim substring of it."""
+    out, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        end = match.end(1) if match.group(1) else match.start()
+        out.append(text[start:end])
+        start = match.end()
+    out.append(text[start:])
+    return [s.strip() for s in out if s.strip()]
+
+
+LEAD_WORDS = 12
+
+
+def _leads_in(sentence: str) -> bool:
+    """A sentence that introduces an answer rather than giving one."""
+    bare = sentence.rstrip("\"'”’)] ")
+    return bare.endswith(("?", ":", "...", "…")) or len(sentence.split()) < 8
 
 
 def is_quantity_question(question: str) -> bool:
@@ -126,10 +143,13 @@ class ExtractiveBackend(LLMBackend):
             for i, sent in enumerate(sents):
                 if len(sent.split()) < 4 or _INJECTION.search(sent):
                     continue
-                text = sent
-                leads_in = sent.endswith(("?", ":", "...", "…")) or len(sent.split()) < 8
-                if leads_in and i + 1 < len(sents) and not _INJECTION.search(sents[i + 1]):
-                    text = f"{sent} {sents[i + 1]}"
+                text, j = sent, i + 1
+                if _leads_in(sent):
+                    # a heading or question: take what follows, up to a sentence's worth of words
+                    while j < len(sents) and j <= i + 2 and not _INJECTION.search(sents[j]):
+                        text, j = f"{text} {sents[j]}", j + 1
+                        if len(text.split()) >= LEAD_WORDS:
+                            break
                 if quantity and not _NUMBER.search(text):
                     continue
                 if how_much and not _AMOUNT.search(text):
