@@ -34,9 +34,7 @@ class Passage:
 
 def _node_of(doc: Document, chunk: Chunk) -> Node:
     return next(
-        n
-        for n in doc.nodes
-        if n.kind == chunk.kind and n.comment == chunk.comment and n.reply == chunk.reply
+        n for n in doc.nodes if n.kind == chunk.kind and n.comment == chunk.comment and n.reply == chunk.reply
     )
 
 

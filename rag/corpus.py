@@ -199,9 +199,7 @@ def parse_text(raw: str, source: str) -> Document:
     return doc
 
 
-def _parse_structured(
-    raw: str, source: str, lines: list[tuple[int, int, str]], count_no: int
-) -> list[Node]:
+def _parse_structured(raw: str, source: str, lines: list[tuple[int, int, str]], count_no: int) -> list[Node]:
     nodes: list[Node] = []
     current: _Open | None = None
     comment_no = 0
@@ -258,15 +256,11 @@ def _parse_structured(
     return [Node(n.kind, *_trim(raw, n.start, n.end), n.comment, n.reply) for n in nodes]
 
 
-def _parse_flattened(
-    raw: str, source: str, lines: list[tuple[int, int, str]], body_start: int
-) -> list[Node]:
+def _parse_flattened(raw: str, source: str, lines: list[tuple[int, int, str]], body_start: int) -> list[Node]:
     marker_lines = [i for i, (_, _, t) in enumerate(lines) if _GLUED.match(t)]
     first_marker = marker_lines[0]
     # The first comment is the last non-blank line before the first marker.
-    first_item = next(
-        (i for i in range(first_marker - 1, -1, -1) if lines[i][2].strip()), None
-    )
+    first_item = next((i for i in range(first_marker - 1, -1, -1) if lines[i][2].strip()), None)
     if first_item is None or lines[first_item][1] < body_start:
         raise CorpusFormatError(source, lines[first_marker][0], "a comment marker before any text")
     body = Node("post", *_trim(raw, body_start, lines[first_item][1]))

@@ -45,9 +45,12 @@ class Embedder:
                 "a model already in the Hugging Face cache (no downloads at run time)"
             ) from exc
         # sentence-transformers renamed the method in v5; accept both spellings.
-        dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
-        self.dim = int(dim())
-        self.max_tokens = int(self._model.max_seq_length)
+        dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        self.dim: int = int(dim() or 0)
+        self.max_tokens: int = int(self._model.max_seq_length or 256)
 
     @classmethod
     def from_loaded(cls, other: Embedder) -> Embedder:

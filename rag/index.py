@@ -293,9 +293,7 @@ def load(index_dir: Path) -> Index:
         rows = [json.loads(line) for line in (root / "chunks.jsonl").open(encoding="utf-8")]
         dup_of = [row.pop("dup_of") for row in rows]
         chunks = [Chunk(**row) for row in rows]
-        sentences = [
-            Sentence(**s) for s in json.loads((root / "sentences.json").read_text(encoding="utf-8"))
-        ]
+        sentences = [Sentence(**s) for s in json.loads((root / "sentences.json").read_text(encoding="utf-8"))]
         faiss_chunks = faiss.read_index(str(root / "chunks.faiss"))
         faiss_sentences = faiss.read_index(str(root / "sentences.faiss"))
         if faiss_chunks.ntotal != len(chunks) or faiss_sentences.ntotal != len(sentences):

@@ -50,9 +50,7 @@ class Filters:
         if bad:
             raise InvalidRequestError(f"unknown kind {bad[0]!r}; choose from {', '.join(KINDS)}")
         if self.date_from and self.date_to and self.date_from > self.date_to:
-            raise InvalidRequestError(
-                f"date_from ({self.date_from}) is after date_to ({self.date_to})"
-            )
+            raise InvalidRequestError(f"date_from ({self.date_from}) is after date_to ({self.date_to})")
 
     @property
     def empty(self) -> bool:
@@ -142,7 +140,8 @@ class Retriever:
             return []
         params = None
         if allowed is not None:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed.astype(np.int64)))
+            selector = faiss.IDSelectorBatch(allowed.astype(np.int64))
+            params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
         _, ids = faiss_index.search(q, k, params=params)
         return [int(i) for i in ids[0] if i >= 0]
 
@@ -156,7 +155,9 @@ class Retriever:
             raise InvalidRequestError("query is empty")
         filters = filters or Filters()
         chunks = self.index.chunks
-        allowed_mask = np.array([filters.allows(c) for c in chunks], dtype=bool) if chunks else np.zeros(0, bool)
+        allowed_mask = (
+            np.array([filters.allows(c) for c in chunks], dtype=bool) if chunks else np.zeros(0, bool)
+        )
         allowed = None if filters.empty else np.flatnonzero(allowed_mask)
         if allowed is not None and len(allowed) == 0:
             return []
@@ -176,7 +177,11 @@ class Retriever:
             sent_allowed = None
             if allowed is not None:
                 sent_allowed = np.array(
-                    [s for s, sent in enumerate(self.index.sentences) if any(allowed_mask[c] for c in sent.chunks)],
+                    [
+                        s
+                        for s, sent in enumerate(self.index.sentences)
+                        if any(allowed_mask[c] for c in sent.chunks)
+                    ],
                     dtype=np.int64,
                 )
             for s in self._faiss_top(self.index.faiss_sentences, q, self.candidates, sent_allowed):
@@ -192,14 +197,14 @@ class Retriever:
 
         if not pool:
             return []
-        ids = sorted(pool)
+        pool_ids = sorted(pool)
         signals = {
-            "bm25": {i: float(bm25[i]) for i in ids} if mode != "dense" else {},
+            "bm25": {i: float(bm25[i]) for i in pool_ids} if mode != "dense" else {},
             "dense": dense,
             "sentence": sentence,
         }
-        fused = self._fuse(ids, signals, mode)
-        order = sorted(ids, key=lambda i: (-fused[i], i))
+        fused = self._fuse(pool_ids, signals, mode)
+        order = sorted(pool_ids, key=lambda i: (-fused[i], i))
         hits: list[Hit] = []
         seen_groups: set[int] = set()
         for i in order:
@@ -208,9 +213,7 @@ class Retriever:
             if group in seen_groups:
                 continue
             seen_groups.add(group)
-            hits.append(
-                Hit(chunks[i], fused[i], {name: sig[i] for name, sig in signals.items() if i in sig})
-            )
+            hits.append(Hit(chunks[i], fused[i], {name: sig[i] for name, sig in signals.items() if i in sig}))
             if len(hits) == k:
                 break
         return hits
@@ -238,7 +241,9 @@ class Retriever:
         return fused
 
 
-def timed_search(retriever: Retriever, query: str, k: int, filters: Filters | None) -> tuple[list[Hit], float]:
+def timed_search(
+    retriever: Retriever, query: str, k: int, filters: Filters | None
+) -> tuple[list[Hit], float]:
     """Search and the wall time it took, in milliseconds."""
     started = time.perf_counter()
     hits = retriever.search(query, k, filters)

@@ -52,8 +52,9 @@ def split_sentences(documents: Sequence[Document], chunks: Sequence[Chunk]) -> l
                     continue
                 pending = None
                 holders = [
-                    i for i in doc_chunks if chunks[i].start <= s < chunks[i].end
-                    and node.start <= chunks[i].start <= node.end
+                    i
+                    for i in doc_chunks
+                    if chunks[i].start <= s < chunks[i].end and node.start <= chunks[i].start <= node.end
                 ]
                 if holders:
                     out.append(Sentence(doc.id, s, e, clean_text(doc.raw[s:e]), context, holders))

@@ -69,8 +69,6 @@ def make_retriever(settings: Settings, index: Index, embedder: Embedder) -> Retr
     return Retriever(
         index,
         embedder,
-        weights=FusionWeights(
-            bm25=1.0 - settings.dense_weight, dense=0.0, sentence=settings.dense_weight
-        ),
+        weights=FusionWeights(bm25=1.0 - settings.dense_weight, dense=0.0, sentence=settings.dense_weight),
         candidates=settings.candidates,
     )

@@ -43,9 +43,7 @@ class Settings(BaseSettings):
     candidates: int = Field(
         100, ge=10, le=5000, description="Candidates each retriever contributes before fusion."
     )
-    max_query_chars: int = Field(
-        4000, ge=10, description="Longest query accepted; longer ones get a 422."
-    )
+    max_query_chars: int = Field(4000, ge=10, description="Longest query accepted; longer ones get a 422.")
     host: str = Field("127.0.0.1", description="Address `rag serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `rag serve` listens on.")
     backend: str = Field("extractive", description="Default LLM backend for answers.")

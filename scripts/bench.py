@@ -39,7 +39,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
     index_dir = Path(tempfile.mkdtemp(prefix="rag-bench-"))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAG_INDEX_DIR": str(index_dir), "RAG_DATA_DIR": str(ROOT / "data")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "RAG_INDEX_DIR": str(index_dir),
+        "RAG_DATA_DIR": str(ROOT / "data"),
+    }
     rag = str(Path(sys.executable).parent / "rag")
 
     started = time.perf_counter()
@@ -48,7 +53,10 @@ def main() -> None:
     size_mb = sum(p.stat().st_size for p in index_dir.rglob("*") if p.is_file()) / 2**20
 
     server = subprocess.Popen(
-        [rag, "serve", "--port", str(args.port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [rag, "serve", "--port", str(args.port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         url = f"http://127.0.0.1:{args.port}"
@@ -83,12 +91,20 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "python": platform.python_version(),
+                },
                 "ingest_s": round(ingest_s, 1),
                 "index_mb": round(size_mb, 2),
                 "server_ready_s": round(ready_s, 1),
                 "server_rss_mb": round(rss, 0),
-                "search_http_ms": {"p50": pct(wall, 0.5), "p95": pct(wall, 0.95), "mean": round(statistics.mean(wall), 1)},
+                "search_http_ms": {
+                    "p50": pct(wall, 0.5),
+                    "p95": pct(wall, 0.95),
+                    "mean": round(statistics.mean(wall), 1),
+                },
                 "search_server_ms": {"p50": pct(server_ms, 0.5), "p95": pct(server_ms, 0.95)},
                 "queries": args.queries,
                 "qps_sequential": round(1000 / statistics.mean(wall), 1),

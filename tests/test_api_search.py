@@ -64,7 +64,9 @@ def test_search_k_and_filters(client: httpx.Client) -> None:
         ({}, 422, "query"),
     ],
 )
-def test_search_bad_input_gets_4xx_with_message(client: httpx.Client, payload: dict, status: int, needle: str) -> None:
+def test_search_bad_input_gets_4xx_with_message(
+    client: httpx.Client, payload: dict, status: int, needle: str
+) -> None:
     r = client.post("/v1/search", json=payload)
     assert r.status_code == status
     error = r.json()["error"]
@@ -75,19 +77,25 @@ def test_search_bad_input_gets_4xx_with_message(client: httpx.Client, payload: d
 def test_search_malformed_json_and_oversized_body(client: httpx.Client) -> None:
     r = client.post("/v1/search", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
-    r = client.post("/v1/search", content=b"x" * (3 * 1024 * 1024), headers={"content-type": "application/json"})
+    r = client.post(
+        "/v1/search", content=b"x" * (3 * 1024 * 1024), headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413 and "limit" in r.json()["error"]["message"]
 
 
 def test_passage_resolves_search_id_with_context_and_parent(client: httpx.Client) -> None:
-    hits = client.post("/v1/search", json={"query": "fawning NW Twitter accounts", "k": 5, "filters": {"kind": "reply"}})
+    hits = client.post(
+        "/v1/search", json={"query": "fawning NW Twitter accounts", "k": 5, "filters": {"kind": "reply"}}
+    )
     first = hits.json()["results"][0]
     r = client.get(f"/v1/passages/{first['id']}")
     assert r.status_code == 200
     body = r.json()
     assert body["id"] == first["id"] and body["text"] == first["text"]
     assert body["citation"] == first["citation"]
-    assert first["text"] in body["context"]["node"]["text"] or body["context"]["node"]["text"] in first["text"]
+    assert (
+        first["text"] in body["context"]["node"]["text"] or body["context"]["node"]["text"] in first["text"]
+    )
     parent = body["context"]["parent"]
     assert parent["kind"] == "comment" and parent["comment"] == body["citation"]["comment"]
 
@@ -111,7 +119,9 @@ def test_readyz_is_503_until_the_index_loads_then_200(tmp_path: Path) -> None:
     """A cold server builds its index in the background; /healthz answers meanwhile."""
     data = tmp_path / "data"
     data.mkdir()
-    (data / "a.txt").write_text((DATA / "003_ea05dc3451fe564a.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    (data / "a.txt").write_text(
+        (DATA / "003_ea05dc3451fe564a.txt").read_text(encoding="utf-8"), encoding="utf-8"
+    )
     settings = Settings(data_dir=data, index_dir=tmp_path / "index", _env_file=None)  # type: ignore[call-arg]
     server = LiveServer(create_app(settings))
     server.thread.start()
@@ -130,6 +140,8 @@ def test_readyz_is_503_until_the_index_loads_then_200(tmp_path: Path) -> None:
 
             time.sleep(0.1)
         assert 200 in seen
-        assert httpx.post(f"{server.url}/v1/search", json={"query": "manifesto"}, timeout=30).status_code == 200
+        assert (
+            httpx.post(f"{server.url}/v1/search", json={"query": "manifesto"}, timeout=30).status_code == 200
+        )
     finally:
         server.__exit__(None, None, None)

@@ -35,7 +35,9 @@ def test_chunk_never_crosses_a_node_boundary(index: Index) -> None:
         assert node.start <= chunk.start < chunk.end <= node.end
 
 
-def test_chunk_embed_text_fits_the_model_and_keeps_context_out_of_text(index: Index, embedder: Embedder) -> None:
+def test_chunk_embed_text_fits_the_model_and_keeps_context_out_of_text(
+    index: Index, embedder: Embedder
+) -> None:
     for chunk in index.chunks:
         assert embedder.fits(chunk.embed_text), chunk.id
         assert chunk.title in chunk.context
@@ -53,7 +55,7 @@ def test_chunk_size_respected_and_every_sentence_covered(size: int, overlap: int
         for node in doc.nodes:
             inside = sorted((s, e) for s, e in covered if node.start <= s < node.end)
             assert inside[0][0] == node.start and inside[-1][1] == node.end
-            for (_, e1), (s2, _) in zip(inside, inside[1:]):
+            for (_, e1), (s2, _) in zip(inside, inside[1:], strict=False):
                 assert s2 <= e1 or not doc.raw[e1:s2].strip(), "a gap between chunks drops text"
 
 
@@ -62,7 +64,7 @@ def test_chunk_overlap_repeats_trailing_sentences() -> None:
     doc = parse_text(raw, "o.txt")
     chunks = chunk_document(doc, size=40, overlap=12)
     assert len(chunks) > 3
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in zip(chunks, chunks[1:], strict=False):
         assert b.start < a.end, "consecutive chunks overlap"
 
 
@@ -75,7 +77,9 @@ def test_chunk_ids_are_stable_across_runs_and_unique() -> None:
 
 
 def test_chunk_empty_post_body_yields_no_empty_chunk() -> None:
-    doc = parse_text("Friday 1 March 2019\n\nTitle only\n\n1 comments:\n\n  1. Hi there.\n    ReplyDelete\n", "e.txt")
+    doc = parse_text(
+        "Friday 1 March 2019\n\nTitle only\n\n1 comments:\n\n  1. Hi there.\n    ReplyDelete\n", "e.txt"
+    )
     chunks = chunk_document(doc)
     assert [c.kind for c in chunks] == ["comment"]
     assert chunks[0].text == "Hi there."

@@ -19,7 +19,11 @@ runner = CliRunner()
 
 @pytest.fixture
 def env(settings: Settings, index: Index) -> dict[str, str]:
-    return {"RAG_DATA_DIR": str(settings.data_dir), "RAG_INDEX_DIR": str(settings.index_dir), "HF_HUB_OFFLINE": "1"}
+    return {
+        "RAG_DATA_DIR": str(settings.data_dir),
+        "RAG_INDEX_DIR": str(settings.index_dir),
+        "HF_HUB_OFFLINE": "1",
+    }
 
 
 def test_cli_eval_prints_hybrid_bm25_and_dense_figures(env: dict[str, str]) -> None:

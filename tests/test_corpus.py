@@ -13,11 +13,46 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 
 # file stem: (title, date, comments, replies, first words of first comment, of last comment)
 SEEDS = {
-    "000_04b72ef4a6ddfc0f": ("If Only Probation Wasn't Broken!", "2019-02-22", 9, 11, "As an aside,", "https://www.napo.org.uk/"),
-    "001_94ff703d48dd3443": ("This from the Institute for Government:-", None, 12, 8, "https://www.yorkshirepost", "Will staff be made redundant"),
-    "002_c9ebe3be5a93ccd6": ("End of an Era", "2020-12-04", 5, 6, "Yet more equivocal bollocks", "Could be end of an"),
-    "003_ea05dc3451fe564a": ("A Probation Manifesto", "2020-06-06", 7, 6, "MTC can go asap.", "Wholeheartedly agree on the blank"),
-    "004_4e6f2629eaf453b2": ("Pick of the Week 7", "2016-06-19", 12, 7, "MOJ/NOMS. Read it and weep!", "Whatever you call it frontline"),
+    "000_04b72ef4a6ddfc0f": (
+        "If Only Probation Wasn't Broken!",
+        "2019-02-22",
+        9,
+        11,
+        "As an aside,",
+        "https://www.napo.org.uk/",
+    ),
+    "001_94ff703d48dd3443": (
+        "This from the Institute for Government:-",
+        None,
+        12,
+        8,
+        "https://www.yorkshirepost",
+        "Will staff be made redundant",
+    ),
+    "002_c9ebe3be5a93ccd6": (
+        "End of an Era",
+        "2020-12-04",
+        5,
+        6,
+        "Yet more equivocal bollocks",
+        "Could be end of an",
+    ),
+    "003_ea05dc3451fe564a": (
+        "A Probation Manifesto",
+        "2020-06-06",
+        7,
+        6,
+        "MTC can go asap.",
+        "Wholeheartedly agree on the blank",
+    ),
+    "004_4e6f2629eaf453b2": (
+        "Pick of the Week 7",
+        "2016-06-19",
+        12,
+        7,
+        "MOJ/NOMS. Read it and weep!",
+        "Whatever you call it frontline",
+    ),
 }
 DECLARED = {"000": 20, "002": 11, "003": 13, "004": 19}
 

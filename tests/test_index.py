@@ -91,7 +91,7 @@ def test_index_corrupt_file_is_refused_with_named_error(
     _, built = small
     save(built, tmp_path)
     target = (tmp_path / "current" / victim).resolve()
-    target.write_bytes(target.read_bytes()[: 100] + b"garbage")
+    target.write_bytes(target.read_bytes()[:100] + b"garbage")
     with pytest.raises(IndexIncompatibleError, match="rag ingest"):
         load(tmp_path)
 

@@ -42,10 +42,15 @@ def test_dedup_groups_repeated_passages() -> None:
         (Filters(document_id=("003_ea05dc3451fe564a",)), lambda c: c.document_id == "003_ea05dc3451fe564a"),
         (Filters(source=("002_c9ebe3be5a93ccd6.txt",)), lambda c: c.source == "002_c9ebe3be5a93ccd6.txt"),
         (Filters(date_from="2020-01-01"), lambda c: c.date is not None and c.date >= "2020-01-01"),
-        (Filters(date_to="2019-12-31", kind=("post",)), lambda c: c.kind == "post" and c.date <= "2019-12-31"),
+        (
+            Filters(date_to="2019-12-31", kind=("post",)),
+            lambda c: c.kind == "post" and c.date <= "2019-12-31",
+        ),
     ],
 )
-def test_retrieval_filters_restrict_every_result(retriever: Retriever, filters: Filters, check: object) -> None:
+def test_retrieval_filters_restrict_every_result(
+    retriever: Retriever, filters: Filters, check: object
+) -> None:
     hits = retriever.search("probation staff and the MoJ", k=10, filters=filters)
     assert hits
     assert all(check(h.chunk) for h in hits)  # type: ignore[operator]

@@ -24,6 +24,4 @@ def readyz(state: StateDep) -> JSONResponse:
     if not state.ready.is_set() or state.retriever is None:
         return JSONResponse({"status": "loading"}, status_code=503)
     manifest = state.retriever.index.manifest
-    return JSONResponse(
-        {"status": "ready", "documents": manifest["documents"], "chunks": manifest["chunks"]}
-    )
+    return JSONResponse({"status": "ready", "documents": manifest["documents"], "chunks": manifest["chunks"]})

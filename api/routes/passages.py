@@ -17,7 +17,9 @@ def _node(node: LibNodeText) -> NodeText:
     return NodeText(kind=n.kind, comment=n.comment, reply=n.reply, start=n.start, end=n.end, text=node.text)
 
 
-@router.get("/passages/{passage_id}", response_model=PassageResponse, responses={404: {"description": "Unknown id."}})
+@router.get(
+    "/passages/{passage_id}", response_model=PassageResponse, responses={404: {"description": "Unknown id."}}
+)
 def passage(passage_id: str, index: IndexDep) -> PassageResponse:
     """A passage, its citation, the text around it and, for a reply, the comment it answers."""
     p = resolve(index, passage_id)
