@@ -9,8 +9,9 @@
 Every method returns dataclasses whose fields mirror the JSON the server sends (so
 ``dataclasses.asdict`` gives the wire format back). HTTP failures raise a `ClientError`:
 `ServerUnreachable` when there is no answer, or an `ApiError` carrying the server's status, code
-and message, refined into `BadRequest` (4xx, also an `InvalidRequestError`), `NotFound` (404, also a
-`NotFoundError`), `NotReady` (503) and `ServerError` (other 5xx). Not here: any retrieval logic.
+and message, refined into `BadRequest` (4xx), `NotFound` (404), `NotReady` (503) and `ServerError`
+(other 5xx). These are not `RagError`s: they describe a remote call, and the server's own error
+code is kept in `ApiError.code`. Not here: any retrieval logic.
 """
 
 from __future__ import annotations
@@ -23,18 +24,20 @@ from urllib.parse import quote
 
 import httpx
 
-from rag.errors import InvalidRequestError, NotFoundError, RagError
-
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 # ---------------------------------------------------------------- errors
 
 
-class ClientError(RagError):
-    """Any failure talking to the server."""
+class ClientError(Exception):
+    """Any failure talking to the server; `message` says what happened and what to try."""
 
-    status = 502
-    code = "client_error"
+    status: int = 502
+    code: str = "client_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class ServerUnreachable(ClientError):
@@ -53,11 +56,11 @@ class ApiError(ClientError):
         self.detail = message
 
 
-class BadRequest(ApiError, InvalidRequestError):
+class BadRequest(ApiError):
     """The server refused the request (4xx): the message says what to change."""
 
 
-class NotFound(ApiError, NotFoundError):
+class NotFound(ApiError):
     """An unknown passage or document id (404)."""
 
 
@@ -393,5 +396,5 @@ class Client:
 def _segment(value: str) -> str:
     """An id as one URL path segment: a slash or space must not change the route."""
     if not value.strip():
-        raise InvalidRequestError("id is empty")
+        raise BadRequest(400, "invalid_request", "id is empty")
     return quote(value, safe="")

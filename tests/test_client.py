@@ -1,0 +1,125 @@
+"""rag.client.Client against the real server on 127.0.0.1: typed results and clear exceptions."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from rag.client import (
+    ApiError,
+    BadRequest,
+    Client,
+    ClientError,
+    Document,
+    NotFound,
+    NotReady,
+    Passage,
+    QuoteMatch,
+    SearchResponse,
+    ServerError,
+    ServerUnreachable,
+)
+from rag.index import Index
+from tests.conftest import LiveServer, free_port
+
+
+@pytest.fixture
+def rag(server: LiveServer) -> Iterator[Client]:
+    with Client(server.url) as c:
+        yield c
+
+
+def test_client_search_returns_typed_results_equal_to_the_wire(rag: Client, client: httpx.Client) -> None:
+    response = rag.search("pay progression", k=3)
+    assert isinstance(response, SearchResponse) and len(response.results) == 3
+    wire = client.post("/v1/search", json={"query": "pay progression", "k": 3}).json()
+    assert [dataclasses.asdict(r) for r in response.results] == wire["results"]
+
+
+def test_client_search_with_filters(rag: Client, index: Index) -> None:
+    doc = sorted(index.documents)[2]
+    response = rag.search("probation", k=5, filters={"document_id": doc, "kind": ["comment"]})
+    assert response.results
+    assert all(r.citation.document_id == doc and r.citation.kind == "comment" for r in response.results)
+
+
+def test_client_search_batch_answers_in_order(rag: Client) -> None:
+    queries = ["pay progression", "Serco contracts", {"query": "renationalisation", "k": 2}]
+    responses = rag.search_batch(queries, k=3)
+    assert [len(r.results) for r in responses] == [3, 3, 2]
+    for query, response in zip(["pay progression", "Serco contracts"], responses, strict=False):
+        assert [r.id for r in response.results] == [r.id for r in rag.search(query, k=3).results]
+
+
+def test_client_cite_and_passage_round_trip_to_the_raw_text(rag: Client, index: Index) -> None:
+    quote = "It is too early to confirm the impact on CRC staff."
+    (match,) = rag.cite(quote)
+    assert isinstance(match, QuoteMatch) and match.exact
+    raw = index.documents[match.citation.document_id].raw
+    assert raw[match.start : match.end] == quote
+    passage = rag.passage(match.passage_id)
+    assert isinstance(passage, Passage)
+    assert passage.citation == match.citation
+    assert quote in passage.context.node.text
+
+
+def test_client_documents_and_document(rag: Client, index: Index) -> None:
+    summaries = rag.documents()
+    assert [d.id for d in summaries] == sorted(index.documents)
+    doc = rag.document(summaries[0].id)
+    assert isinstance(doc, Document)
+    assert len(doc.comments) == summaries[0].comments
+    assert sum(len(c.replies) for c in doc.comments) == summaries[0].replies
+
+
+def test_client_unknown_ids_raise_not_found(rag: Client) -> None:
+    with pytest.raises(NotFound) as caught:
+        rag.passage("000-nope")
+    assert caught.value.status == 404 and caught.value.code == "not_found"
+    assert "000-nope" in caught.value.message
+    with pytest.raises(NotFound):
+        rag.document("no/such doc")  # a slash stays inside the id, not a different route
+
+
+def test_client_bad_input_raises_bad_request_with_the_servers_message(rag: Client) -> None:
+    with pytest.raises(BadRequest, match="query is empty") as caught:
+        rag.search("   ")
+    assert caught.value.status == 422 and isinstance(caught.value, ApiError)
+    with pytest.raises(BadRequest, match="k"):
+        rag.cite("probation", k=0)
+    with pytest.raises(BadRequest, match="id is empty"):
+        rag.passage(" ")
+
+
+def test_client_unreachable_server_raises_server_unreachable() -> None:
+    with (
+        Client(f"http://127.0.0.1:{free_port()}", timeout=2) as rag,
+        pytest.raises(ServerUnreachable) as caught,
+    ):
+        rag.documents()
+    assert "rag serve" in caught.value.message
+    assert isinstance(caught.value, ClientError)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (503, {"error": {"code": "index_not_built", "message": "still loading"}}, NotReady),
+        (500, {"error": {"code": "internal_error", "message": "boom"}}, ServerError),
+        (502, "<html>bad gateway</html>", ServerError),
+    ],
+)
+def test_client_maps_error_statuses_to_exceptions(status: int, body: object, error: type[ApiError]) -> None:
+    def reply(request: httpx.Request) -> httpx.Response:
+        if isinstance(body, str):
+            return httpx.Response(status, text=body)
+        return httpx.Response(status, json=body)
+
+    http = httpx.Client(base_url="http://test", transport=httpx.MockTransport(reply))
+    with Client(http=http) as rag, pytest.raises(error) as caught:
+        rag.documents()
+    assert caught.value.status == status
+    assert str(status) in str(caught.value)
