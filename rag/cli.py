@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from rag.client import ClientError
 from rag.errors import RagError
 from rag.settings import Settings
 
@@ -45,10 +46,10 @@ def settings(**overrides: Any) -> Settings:
 
 @contextmanager
 def reported() -> Iterator[None]:
-    """Print a RagError as one clean line (re-raise it with RAG_RAISE_ERRORS=1)."""
+    """Print a RagError (or a server's error) as one clean line (re-raise with RAG_RAISE_ERRORS=1)."""
     try:
         yield
-    except RagError as exc:
+    except (RagError, ClientError) as exc:
         if os.environ.get("RAG_RAISE_ERRORS", "").lower() in {"1", "true", "yes"}:
             raise
         err.print(f"[red]error:[/red] {exc.message}")
