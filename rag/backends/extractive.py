@@ -9,7 +9,7 @@ which usually holds the answer, is taken with it. Questions asking for a quantit
 
 It abstains with `ABSTAIN` when no sentence reaches `min_score` (chosen on the dev questions, see
 README) or a quantity question finds no number. Sentences that read as instructions to an AI
-("ignore previous instructions") are never quoted.
+("ignore previous instructions"), and the rest of a passage holding one, are never quoted.
 """
 
 from __future__ import annotations
@@ -140,6 +140,8 @@ class ExtractiveBackend(LLMBackend):
         how_much = bool(_HOW_MUCH.search(question))
         out: list[Candidate] = []
         for rank, (source, sents) in enumerate(sentences):
+            if _INJECTION.search(" ".join(source.chunk.text.split())):
+                continue  # a passage that tries to instruct a model is not quoted at all
             for i, sent in enumerate(sents):
                 if len(sent.split()) < 4 or _INJECTION.search(sent):
                     continue
@@ -160,7 +162,7 @@ class ExtractiveBackend(LLMBackend):
                     score *= 0.5
                 score += 0.03 / (1 + rank)
                 out.append(Candidate(min(score, 1.0), source, text))
-        out.sort(key=lambda c: -c.score)
+        out.sort(key=lambda c: (-c.score, len(c.text)))  # on a tie, the tighter quote
         return out
 
     def choose(self, question: str, passages: Sequence[Source]) -> list[Candidate]:

@@ -1,0 +1,75 @@
+"""The OpenAI-compatible endpoints, driven by the official openai client against a live server."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import LiveServer
+
+QUESTION = "From when will HM Inspectorate of Probation quality assure Serious Further Offence reviews?"
+
+
+@pytest.fixture
+def oai(server: LiveServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def test_models_lists_archive_and_each_backend(oai: openai.OpenAI) -> None:
+    ids = [m.id for m in oai.models.list()]
+    assert ids[0] == "archive" and "archive/extractive" in ids
+
+
+def test_chat_completion_has_citations(oai: openai.OpenAI) -> None:
+    completion = oai.chat.completions.create(
+        model="archive", messages=[{"role": "user", "content": QUESTION}]
+    )
+    content = completion.choices[0].message.content or ""
+    assert "April 2021" in content and "[1]" in content
+    extra = completion.model_extra or {}
+    citations = extra["citations"]
+    assert citations[0]["n"] == 1 and "April 2021" in citations[0]["text"]
+    assert set(citations[0]) == {"n", "id", "text", "score", "citation"}
+    assert extra["rewritten_query"] == QUESTION and extra["abstained"] is False
+
+
+def test_chat_completion_stream_has_citations_in_last_chunk(oai: openai.OpenAI) -> None:
+    stream = oai.chat.completions.create(
+        model="archive/extractive", messages=[{"role": "user", "content": QUESTION}], stream=True
+    )
+    chunks = list(stream)
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "April 2021" in content and "[1]" in content
+    last = chunks[-1]
+    assert last.choices[0].finish_reason == "stop"
+    citations = (last.model_extra or {})["citations"]
+    assert [c["n"] for c in citations] == sorted(c["n"] for c in citations) and citations
+
+
+def test_chat_follow_up_is_rewritten_and_shown(oai: openai.OpenAI) -> None:
+    completion = oai.chat.completions.create(
+        model="archive",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What did Gauke say about short prison sentences?"},
+            {"role": "assistant", "content": "He wants fewer of them [1]."},
+            {"role": "user", "content": "what did commenters say about that?"},
+        ],
+    )
+    rewritten = (completion.model_extra or {})["rewritten_query"]
+    assert rewritten.endswith("what did commenters say about that?") and "Gauke" in rewritten
+
+
+def test_chat_unknown_model_is_400(oai: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="known backends"):
+        oai.chat.completions.create(model="gpt-99", messages=[{"role": "user", "content": QUESTION}])
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [[], [{"role": "assistant", "content": "hi"}], [{"role": "user", "content": "  "}]],
+)
+def test_chat_without_a_question_is_422(client: httpx.Client, messages: list[dict[str, str]]) -> None:
+    response = client.post("/v1/chat/completions", json={"model": "archive", "messages": messages})
+    assert response.status_code == 422
