@@ -2,8 +2,9 @@
 
 The browser is Debian's chromium driven by Playwright for Python (`playwright install` cannot
 download browsers offline); set RAG_CHROMIUM to use another binary. Questions go to the server's
-real /v1/ask, except in the escaping test, which answers /v1/ask itself with hostile markup the
-archive may not happen to contain.
+real /v1/ask, except where a test needs what no real question reliably produces (a cited reply,
+hostile markup, an error, a cut-off stream): there the browser answers /v1/ask via `page.route`,
+and everything else, /v1/passages included, is still the live server.
 """
 
 from __future__ import annotations
@@ -182,12 +183,11 @@ def _sse(done: dict[str, object], *deltas: str) -> str:
     return "".join(events)
 
 
-def _answer_with(page: sync_api.Page, done: dict[str, object], *deltas: str) -> None:
-    """Make this page's /v1/ask answer `done`: for what no real question reliably produces."""
-    body = _sse(done, *deltas)
-    page.route(
-        "**/v1/ask", lambda route: route.fulfill(status=200, content_type="text/event-stream", body=body)
-    )
+def _reply_to_ask(
+    page: sync_api.Page, body: str, status: int = 200, content_type: str = "text/event-stream"
+) -> None:
+    """Make this page's /v1/ask answer `body`: for what no real question reliably produces."""
+    page.route("**/v1/ask", lambda route: route.fulfill(status=status, content_type=content_type, body=body))
 
 
 def _cited(n: int, passage_id: str, text: str, citation: dict[str, object]) -> dict[str, object]:
@@ -207,7 +207,7 @@ def test_page_passage_of_a_reply_shows_the_comment_it_answers(tab: Tab, client: 
         "took_ms": 1.0,
     }
     page = tab.page
-    _answer_with(page, done, "A reader replied [1].")
+    _reply_to_ask(page, _sse(done, "A reader replied [1]."))
     tab.ask("What did readers reply?")
     page.locator("#sources .source-open").first.click()
     page.locator("#passage").wait_for(state="visible")
@@ -225,6 +225,28 @@ def test_page_passage_of_a_reply_shows_the_comment_it_answers(tab: Tab, client: 
     page.click("#passage-close")
     page.locator("#passage").wait_for(state="hidden")
     assert page.evaluate("() => document.activeElement.classList.contains('source-open')")
+
+
+def test_page_reports_an_error_response(tab: Tab) -> None:
+    page = tab.page
+    body = json.dumps({"error": {"code": "unknown_backend", "message": "unknown backend 'x'"}})
+    _reply_to_ask(page, body, status=400, content_type="application/json")
+    page.fill("#question", "anything")
+    page.press("#question", "Enter")
+    error = page.locator("#error")
+    error.wait_for(state="visible")
+    assert error.text_content() == "unknown backend 'x' (400)"
+    assert page.get_attribute("#result", "aria-busy") == "false"
+
+
+def test_page_keeps_streamed_text_and_says_when_a_stream_is_cut_off(tab: Tab) -> None:
+    page = tab.page
+    _reply_to_ask(page, f"event: delta\r\ndata: {json.dumps({'text': 'Half an ans'})}\r\n\r\n")
+    page.fill("#question", "anything")
+    page.press("#question", "Enter")
+    page.locator("#error").wait_for(state="visible")
+    assert page.text_content("#answer") == "Half an ans"
+    assert "stopped before it was complete" in (page.text_content("#error") or "")
 
 
 HOSTILE = '<img src=x onerror="window.__pwned=1">'
@@ -253,7 +275,7 @@ def test_page_renders_markup_in_answers_and_passages_as_text(tab: Tab) -> None:
         "took_ms": 1.0,
     }
     page = tab.page
-    _answer_with(page, done, HOSTILE)
+    _reply_to_ask(page, _sse(done, HOSTILE))
     tab.ask("anything")
     page.locator("#answer a.cite").first.click()
     page.locator("#passage").wait_for(state="visible")
