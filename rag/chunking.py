@@ -137,9 +137,19 @@ def _pack(
     return windows
 
 
+PARENT_WORDS = 15  # words of the parent comment added to a reply's context
+
+
 def node_context(doc: Document, node: Node) -> str:
+    """Title, date and label; a reply also carries the opening words of the comment it answers,
+    since a reply ("It is too early to confirm...") often only makes sense with its question."""
     date = f" ({doc.date})" if doc.date else ""
-    return f"{doc.title}{date}, {node.label()}"
+    context = f"{doc.title}{date}, {node.label()}"
+    parent = doc.parent(node)
+    if parent is not None and PARENT_WORDS:
+        opening = " ".join(doc.text(parent).split()[:PARENT_WORDS])
+        context += f" (in reply to: {opening})"
+    return context
 
 
 def chunk_document(

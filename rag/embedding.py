@@ -74,7 +74,8 @@ class Embedder:
 
     def count_tokens(self, text: str) -> int:
         """Word pieces the model would read, special tokens included."""
-        return len(self._model.tokenizer(text, add_special_tokens=True)["input_ids"])
+        # verbose=False: counting a text longer than the model reads is the point, not a mistake.
+        return len(self._model.tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])
 
     def fits(self, text: str) -> bool:
         """True when the model reads all of `text` without truncating."""

@@ -35,7 +35,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from rag.chunking import ENCODING, Chunk, chunk_corpus
+from rag.chunking import ENCODING, PARENT_WORDS, Chunk, chunk_corpus
 from rag.corpus import Corpus, Document, Node, load_corpus
 from rag.dedup import duplicate_of
 from rag.embedding import Embedder
@@ -44,7 +44,7 @@ from rag.sentences import Sentence, split_sentences
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: replies embed the opening words of their parent comment
 _FILES = ("documents.json", "chunks.jsonl", "chunks.faiss", "sentences.json", "sentences.faiss")
 
 
@@ -138,6 +138,7 @@ def build(
             "size": config.chunk_size,
             "overlap": config.chunk_overlap,
             "encoding": ENCODING,
+            "parent_words": PARENT_WORDS,
         },
         "corpus_fingerprint": corpus.fingerprint,
         "documents": len(corpus.documents),
@@ -264,10 +265,14 @@ def check_compatible(manifest: dict[str, Any], config: IndexConfig, fingerprint:
     if manifest.get("model") != config.model:
         problems.append(f"model {manifest.get('model')!r} (settings: {config.model!r})")
     chunking = manifest.get("chunking", {})
-    if (chunking.get("size"), chunking.get("overlap")) != (config.chunk_size, config.chunk_overlap):
+    if (chunking.get("size"), chunking.get("overlap"), chunking.get("parent_words")) != (
+        config.chunk_size,
+        config.chunk_overlap,
+        PARENT_WORDS,
+    ):
         problems.append(
-            f"chunking {chunking.get('size')}/{chunking.get('overlap')} "
-            f"(settings: {config.chunk_size}/{config.chunk_overlap})"
+            f"chunking size/overlap/parent words {chunking.get('size')}/{chunking.get('overlap')}/"
+            f"{chunking.get('parent_words')} (now: {config.chunk_size}/{config.chunk_overlap}/{PARENT_WORDS})"
         )
     if fingerprint is not None and manifest.get("corpus_fingerprint") != fingerprint:
         problems.append("corpus changed since the index was built")

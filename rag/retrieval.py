@@ -33,6 +33,7 @@ from rag.index import Index
 
 Mode = Literal["hybrid", "bm25", "dense"]
 KINDS = ("post", "comment", "reply")
+NORM_TOP = 30  # fusion normalises each signal by mean/std of its top NORM_TOP pool values
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,9 @@ class Hit:
 class FusionWeights:
     """Weights of the normalised signals; they need not sum to one."""
 
-    bm25: float = 0.5
-    dense: float = 0.2
-    sentence: float = 0.3
+    bm25: float = 0.45
+    dense: float = 0.0
+    sentence: float = 0.55
 
 
 class Retriever:
@@ -234,8 +235,11 @@ class Retriever:
                 ranks[np.argsort(-values, kind="stable")] = np.arange(1, len(ids) + 1)
                 contrib = 1.0 / (60.0 + ranks)
             else:
-                low, high = float(values.min()), float(values.max())
-                contrib = (values - low) / (high - low) if high > low else np.zeros_like(values)
+                # z-score against the signal's top NORM_TOP values in the pool: the long tail of
+                # weak candidates would otherwise set the scale (as min-max's minimum did).
+                top = np.sort(values)[::-1][:NORM_TOP]
+                std = float(top.std())
+                contrib = (values - float(top.mean())) / std if std > 0 else np.zeros_like(values)
             for i, c in zip(ids, contrib, strict=True):
                 fused[i] += weights[name] * float(c)
         return fused

@@ -38,7 +38,7 @@ class Settings(BaseSettings):
         description="What `rag serve` does with a stale or corrupt index: rebuild it, or refuse to start.",
     )
     dense_weight: float = Field(
-        0.5, ge=0.0, le=1.0, description="Weight of the dense score in fusion (BM25 gets the rest)."
+        0.55, ge=0.0, le=1.0, description="Weight of the dense score in fusion (BM25 gets the rest)."
     )
     candidates: int = Field(
         100, ge=10, le=5000, description="Candidates each retriever contributes before fusion."
