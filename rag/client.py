@@ -17,7 +17,7 @@ code is kept in `ApiError.code`. Not here: any retrieval logic.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
@@ -292,22 +292,43 @@ class Document:
 
 
 @dataclass(frozen=True)
+class AskCitation:
+    """A passage an answer cites as [n]."""
+
+    n: int
+    id: str
+    text: str
+    score: float
+    citation: Citation
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AskCitation:
+        return cls(data["n"], data["id"], data["text"], data["score"], Citation.from_json(data["citation"]))
+
+
+@dataclass(frozen=True)
 class Answer:
-    """An answer from POST /v1/ask; `raw` keeps the whole response for fields added later."""
+    """An answer from POST /v1/ask, citing passages as [n]."""
 
     answer: str
-    citations: list[Citation]
-    raw: dict[str, Any] = field(repr=False, compare=False)
+    citations: list[AskCitation]
+    backend: str
+    abstained: bool
+    warnings: list[str]
+    took_ms: float
+    query: str
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Answer:
-        text = data.get("answer", data.get("text", ""))
-        citations = []
-        for item in data.get("citations", []):
-            cited = item.get("citation", item) if isinstance(item, Mapping) else None
-            if isinstance(cited, Mapping) and "source" in cited:
-                citations.append(Citation.from_json(cited))
-        return cls(str(text), citations, dict(data))
+        return cls(
+            data["answer"],
+            [AskCitation.from_json(c) for c in data["citations"]],
+            data["backend"],
+            data["abstained"],
+            list(data["warnings"]),
+            data["took_ms"],
+            data["query"],
+        )
 
 
 # ---------------------------------------------------------------- client
@@ -388,9 +409,20 @@ class Client:
         """A whole post with its comment tree. Raises `NotFound`."""
         return Document.from_json(self._request("GET", f"/v1/documents/{_segment(document_id)}"))
 
-    def ask(self, question: str, **options: Any) -> Answer:
-        """An answer with citations from POST /v1/ask; `options` are sent as extra request fields."""
-        return Answer.from_json(self._request("POST", "/v1/ask", {"question": question, **options}))
+    def ask(
+        self,
+        question: str,
+        k: int = 5,
+        backend: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Answer:
+        """A cited answer from POST /v1/ask (whole, not streamed); `backend` defaults to the server's."""
+        body: dict[str, Any] = {"question": question, "k": k}
+        for name, value in (("backend", backend), ("filters", filters), ("options", options)):
+            if value:
+                body[name] = value if isinstance(value, str) else dict(value)
+        return Answer.from_json(self._request("POST", "/v1/ask", body))
 
 
 def _segment(value: str) -> str:

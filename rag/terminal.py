@@ -53,9 +53,7 @@ def search_requests(
 def plain(value: Any) -> Any:
     """Dataclasses (and lists of them) as JSON-ready dicts, in the server's wire format."""
     if is_dataclass(value) and not isinstance(value, type):
-        data = asdict(value)
-        data.pop("raw", None)
-        return data
+        return asdict(value)
     if isinstance(value, list):
         return [plain(v) for v in value]
     return value

@@ -9,7 +9,9 @@ import httpx
 import pytest
 
 from rag.client import (
+    Answer,
     ApiError,
+    AskCitation,
     BadRequest,
     Client,
     ClientError,
@@ -73,6 +75,17 @@ def test_client_documents_and_document(rag: Client, index: Index) -> None:
     assert isinstance(doc, Document)
     assert len(doc.comments) == summaries[0].comments
     assert sum(len(c.replies) for c in doc.comments) == summaries[0].replies
+
+
+def test_client_ask_returns_a_typed_cited_answer(rag: Client, client: httpx.Client) -> None:
+    question = "What did one commenter say would be in nobody's interest?"
+    answer = rag.ask(question, k=3)
+    assert isinstance(answer, Answer) and answer.answer and answer.backend
+    assert all(isinstance(c, AskCitation) and c.citation.source for c in answer.citations)
+    wire = client.post("/v1/ask", json={"question": question, "k": 3}).json()
+    assert [c.id for c in answer.citations] == [c["id"] for c in wire["citations"]]
+    with pytest.raises(BadRequest, match="backend"):
+        rag.ask(question, backend="no-such-backend")
 
 
 def test_client_unknown_ids_raise_not_found(rag: Client) -> None:
