@@ -107,7 +107,8 @@ class Citation:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Citation:
-        return cls(**{name: data.get(name) for name in cls.__dataclass_fields__})
+        fields: dict[str, Any] = {name: data.get(name) for name in cls.__dataclass_fields__}
+        return cls(**fields)
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,8 @@ class NodeText:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> NodeText:
-        return cls(**{name: data.get(name) for name in cls.__dataclass_fields__})
+        fields: dict[str, Any] = {name: data.get(name) for name in cls.__dataclass_fields__}
+        return cls(**fields)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ in-process run over the session's index on disk, which must print what the serve
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -52,7 +53,7 @@ def test_cli_search_batch_from_stdin_prints_json_lines_in_order(
 
 
 def test_cli_search_batch_from_file_applies_filters(
-    env: dict[str, str], server: LiveServer, tmp_path
+    env: dict[str, str], server: LiveServer, tmp_path: Path
 ) -> None:
     queries = tmp_path / "queries.txt"
     queries.write_text("probation\npay\n", encoding="utf-8")

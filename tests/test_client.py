@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -49,7 +50,11 @@ def test_client_search_with_filters(rag: Client, index: Index) -> None:
 
 
 def test_client_search_batch_answers_in_order(rag: Client) -> None:
-    queries = ["pay progression", "Serco contracts", {"query": "renationalisation", "k": 2}]
+    queries: list[str | dict[str, Any]] = [
+        "pay progression",
+        "Serco contracts",
+        {"query": "renationalisation", "k": 2},
+    ]
     responses = rag.search_batch(queries, k=3)
     assert [len(r.results) for r in responses] == [3, 3, 2]
     for query, response in zip(["pay progression", "Serco contracts"], responses, strict=False):
