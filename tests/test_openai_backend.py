@@ -130,10 +130,10 @@ def test_openai_backend_plain_completion(fake: LiveServer, tmp_path: Path) -> No
     assert fake.server.config.app.state.seen[-1]["auth"] is None  # no key, no header
 
 
-@pytest.mark.parametrize("model", ["flaky", "ratelimit"])
-def test_openai_backend_retries_429_and_5xx(fake: LiveServer, tmp_path: Path, model: str) -> None:
-    assert run(make_settings(tmp_path, f"{fake.url}/v1"), model=model) == PIECES
-    assert fake.server.config.app.state.calls[model] == 2
+@pytest.mark.parametrize("llm", ["flaky", "ratelimit"])
+def test_openai_backend_retries_429_and_5xx(fake: LiveServer, tmp_path: Path, llm: str) -> None:
+    assert run(make_settings(tmp_path, f"{fake.url}/v1"), model=llm) == PIECES
+    assert fake.server.config.app.state.calls[llm] == 2
 
 
 def test_openai_backend_500_fails_after_retries(fake: LiveServer, tmp_path: Path) -> None:
@@ -150,16 +150,16 @@ def test_openai_backend_401_is_not_retried(fake: LiveServer, tmp_path: Path) -> 
     assert fake.server.config.app.state.calls["unauthorised"] == 1
 
 
-@pytest.mark.parametrize("model", ["slow", "stall"])
-def test_openai_backend_timeout_raises_within_deadline(fake: LiveServer, tmp_path: Path, model: str) -> None:
+@pytest.mark.parametrize("llm", ["slow", "stall"])
+def test_openai_backend_timeout_raises_within_deadline(fake: LiveServer, tmp_path: Path, llm: str) -> None:
     started = time.monotonic()
     with pytest.raises(BackendError, match="timed out after 1s"):
-        run(make_settings(tmp_path, f"{fake.url}/v1", llm_timeout=1.0), model=model)
+        run(make_settings(tmp_path, f"{fake.url}/v1", llm_timeout=1.0), model=llm)
     assert time.monotonic() - started < 2.0
 
 
 @pytest.mark.parametrize(
-    ("model", "stream", "message"),
+    ("llm", "stream", "message"),
     [
         ("malformed", True, "not JSON"),
         ("truncated", True, "without \\[DONE\\]"),
@@ -169,10 +169,10 @@ def test_openai_backend_timeout_raises_within_deadline(fake: LiveServer, tmp_pat
     ],
 )
 def test_openai_backend_malformed_output(
-    fake: LiveServer, tmp_path: Path, model: str, stream: bool, message: str
+    fake: LiveServer, tmp_path: Path, llm: str, stream: bool, message: str
 ) -> None:
     with pytest.raises(BackendError, match=f"malformed output.*{message}"):
-        run(make_settings(tmp_path, f"{fake.url}/v1"), model=model, stream=stream)
+        run(make_settings(tmp_path, f"{fake.url}/v1"), model=llm, stream=stream)
 
 
 def test_openai_backend_refused_connection(tmp_path: Path) -> None:
@@ -187,16 +187,16 @@ def test_openai_backend_options_are_strict(tmp_path: Path) -> None:
         OpenAIBackend.create(make_settings(tmp_path, "http://127.0.0.1:1/v1"), {"temprature": 1})
 
 
-@pytest.mark.parametrize("model", ["fail500", "slow", "malformed", "refused"])
+@pytest.mark.parametrize("llm", ["fail500", "slow", "malformed", "refused"])
 def test_ask_openai_failure_falls_back_over_http(
-    fake: LiveServer, tmp_path: Path, retriever: Retriever, settings: Settings, model: str
+    fake: LiveServer, tmp_path: Path, retriever: Retriever, settings: Settings, llm: str
 ) -> None:
     from api.main import create_app
 
-    url = f"http://127.0.0.1:{free_port()}/v1" if model == "refused" else f"{fake.url}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1" if llm == "refused" else f"{fake.url}/v1"
     served = settings.model_copy(update={"openai_base_url": url, "llm_timeout": 1.0, "llm_retries": 1})
     with LiveServer(create_app(served, retriever=retriever)) as api:
-        body = {"question": QUESTION, "backend": "openai", "options": {"model": model}}
+        body = {"question": QUESTION, "backend": "openai", "options": {"model": llm}}
         started = time.monotonic()
         plain = httpx.post(f"{api.url}/v1/ask", json=body, timeout=30)
         assert time.monotonic() - started < 10

@@ -31,7 +31,7 @@ from api.models import SearchFilters
 from api.routes.ask import finish, make_answerer, to_response
 from api.routes.search import check_query
 from rag.answering import Answer
-from rag.backends import available_backends, create_backend, get_backend
+from rag.backends import available_backends, get_backend
 from rag.errors import InvalidRequestError
 from rag.settings import Settings
 
@@ -87,10 +87,8 @@ def backend_for(model: str, settings: Settings) -> str:
 @router.get("/models", response_model=ModelList)
 def models(settings: SettingsDep) -> ModelList:
     """The archive as models: `archive` (default backend) and `archive/<backend>` for each backend."""
-    create_backend(None, settings)  # loads the registry honouring RAG_BACKENDS_ALLOW
-    return ModelList(
-        data=[ModelCard(id=MODEL)] + [ModelCard(id=f"{MODEL}/{n}") for n in available_backends()]
-    )
+    names = available_backends(settings.backends_allow)
+    return ModelList(data=[ModelCard(id=MODEL)] + [ModelCard(id=f"{MODEL}/{n}") for n in names])
 
 
 def _extras(answer: Answer) -> dict[str, Any]:

@@ -94,16 +94,17 @@ class Registry:
             self.register(cls)
         self._loaded = True
 
-    def _ensure_loaded(self) -> None:
+    def ensure_loaded(self, allow: str | None = None) -> None:
+        """Load once, limited by `allow` or else the RAG_BACKENDS_ALLOW environment variable."""
         if not self._loaded:
-            self.load(os.environ.get("RAG_BACKENDS_ALLOW"))
+            self.load(allow if allow is not None else os.environ.get("RAG_BACKENDS_ALLOW"))
 
     def names(self) -> list[str]:
-        self._ensure_loaded()
+        self.ensure_loaded()
         return sorted(self._classes)
 
     def get(self, name: str) -> type[LLMBackend]:
-        self._ensure_loaded()
+        self.ensure_loaded()
         key = name.strip().lower()
         key = self._aliases.get(key, key)
         if key not in self._classes:
@@ -134,7 +135,9 @@ def get_backend(name: str) -> type[LLMBackend]:
     return registry.get(name)
 
 
-def available_backends() -> list[str]:
+def available_backends(allow: str | None = None) -> list[str]:
+    """Names of the registered backends (loading them first, limited by `allow`)."""
+    registry.ensure_loaded(allow)
     return registry.names()
 
 
@@ -142,6 +145,5 @@ def create_backend(
     name: str | None, settings: Settings, options: Mapping[str, Any] | None = None
 ) -> LLMBackend:
     """A ready backend: `name` (default: settings.backend) configured from settings and options."""
-    if not registry._loaded:
-        registry.load(settings.backends_allow)
+    registry.ensure_loaded(settings.backends_allow)
     return get_backend(name or settings.backend).create(settings, options)
