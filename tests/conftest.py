@@ -49,7 +49,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     data = tmp_path_factory.mktemp("data")
     for path in DATA.glob("*.txt"):
         shutil.copy(path, data / path.name)
-    return Settings(data_dir=data, index_dir=tmp_path_factory.mktemp("index"), _env_file=None)  # type: ignore[call-arg]
+    return Settings(data_dir=data, index_dir=tmp_path_factory.mktemp("index"), _env_file=None)
 
 
 @pytest.fixture(scope="session")
