@@ -52,7 +52,7 @@ def load_model(path: str) -> tuple[Any, Any]:
         ) from exc
     except (OSError, ValueError, RuntimeError) as exc:
         raise BackendError(f"could not load the local model {target}: {exc}") from exc
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]
     if not getattr(tokenizer, "chat_template", None):
         raise BackendError(f"the local model {target} has no chat template; use an instruct/chat model")
     return tokenizer, model
@@ -87,7 +87,7 @@ class LocalBackend(LLMBackend):
         inputs = tokenizer.apply_chat_template(
             prompt.messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
-        streamer = TextIteratorStreamer(
+        streamer: Any = TextIteratorStreamer(
             tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=self.settings.llm_timeout
         )
         stop = threading.Event()
