@@ -215,7 +215,7 @@ def evaluate(
     questions: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="JSONL questions file.")],
     per_question: Annotated[bool, typer.Option("--per-question", help="Also print a table of ranks.")] = False,
     answers: Annotated[
-        bool, typer.Option("--answers", help="Score answers: gold contained, abstention, [n] validity.")
+        bool, typer.Option("--answers", help="Score answers: gold contained, abstention, marker validity.")
     ] = False,
     backend: Annotated[str | None, typer.Option(help="Backend for --answers (default RAG_BACKEND).")] = None,
 ) -> None:
@@ -330,7 +330,7 @@ def ask(
     backend: Annotated[str | None, typer.Option(help="extractive, openai or local (RAG_BACKEND).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Answer a question from the archive, citing passages as [n] (streams as it is written)."""
+    """Answer a question from the archive, citing passages by number (streams as it is written)."""
     from rag.answering import Answer, Answerer
     from rag.backends import create_backend
 
