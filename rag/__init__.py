@@ -19,6 +19,9 @@ _EXPORTS = {
     "Passage": ("rag.citations", "Passage"),
     "resolve": ("rag.citations", "resolve"),
     "Embedder": ("rag.embedding", "Embedder"),
+    "Answerer": ("rag.answering", "Answerer"),
+    "Answer": ("rag.answering", "Answer"),
+    "Client": ("rag.client", "Client"),
     "Settings": ("rag.settings", "Settings"),
     "RagError": ("rag.errors", "RagError"),
 }
