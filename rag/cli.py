@@ -90,8 +90,12 @@ def _retriever(s: Settings) -> Any:
 
 @app.command()
 def ingest(
-    data_dir: Annotated[Path | None, typer.Option(help="Directory of post files (default RAG_DATA_DIR).")] = None,
-    index_dir: Annotated[Path | None, typer.Option(help="Where to write the index (default RAG_INDEX_DIR).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Directory of post files (default RAG_DATA_DIR).")
+    ] = None,
+    index_dir: Annotated[
+        Path | None, typer.Option(help="Where to write the index (default RAG_INDEX_DIR).")
+    ] = None,
 ) -> None:
     """Parse the posts, chunk and embed them, and write a fresh index."""
     from rag.service import ingest as build
@@ -213,14 +217,17 @@ def _citation(c: Any) -> dict[str, Any]:
 @app.command("eval")
 def evaluate(
     questions: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="JSONL questions file.")],
-    per_question: Annotated[bool, typer.Option("--per-question", help="Also print a table of ranks.")] = False,
+    per_question: Annotated[
+        bool, typer.Option("--per-question", help="Also print a table of ranks.")
+    ] = False,
     answers: Annotated[
         bool, typer.Option("--answers", help="Score answers: gold contained, abstention, marker validity.")
     ] = False,
     backend: Annotated[str | None, typer.Option(help="Backend for --answers (default RAG_BACKEND).")] = None,
 ) -> None:
     """Print hit@1/3/5/10 and MRR@10 (hybrid, BM25 alone, dense alone) as JSON; --answers scores answers."""
-    from rag.evaluation import evaluate as run, load_questions
+    from rag.evaluation import evaluate as run
+    from rag.evaluation import load_questions
 
     s = settings()
     with reported():
@@ -311,7 +318,6 @@ def passage(
         write_json(found)
     else:
         print_passage(out, found)
-
 
 
 def _evaluate_answers(s: Settings, retriever: Any, qs: Any, backend: str | None) -> None:
