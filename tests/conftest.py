@@ -63,6 +63,16 @@ def retriever(settings: Settings, index: Index, model: Embedder) -> Retriever:
     return make_retriever(settings, index, model)
 
 
+@pytest.fixture
+def env(settings: Settings, index: Index) -> dict[str, str]:
+    """Environment for a CLI run that reuses the session's already built index."""
+    return {
+        "RAG_DATA_DIR": str(settings.data_dir),
+        "RAG_INDEX_DIR": str(settings.index_dir),
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -8,25 +8,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from rag.cli import app
 from rag.index import Index
-from rag.settings import Settings
 from tests.conftest import LiveServer, free_port
 
 runner = CliRunner()
 QUOTE = "It is too early to confirm the impact on CRC staff."
-
-
-@pytest.fixture
-def env(settings: Settings, index: Index) -> dict[str, str]:
-    return {
-        "RAG_DATA_DIR": str(settings.data_dir),
-        "RAG_INDEX_DIR": str(settings.index_dir),
-        "HF_HUB_OFFLINE": "1",
-    }
 
 
 def run(env: dict[str, str], *args: str, stdin: str | None = None) -> str:

@@ -6,24 +6,12 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from rag.cli import app
-from rag.index import Index
-from rag.settings import Settings
 from tests.conftest import DATA, DEV
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def env(settings: Settings, index: Index) -> dict[str, str]:
-    return {
-        "RAG_DATA_DIR": str(settings.data_dir),
-        "RAG_INDEX_DIR": str(settings.index_dir),
-        "HF_HUB_OFFLINE": "1",
-    }
 
 
 def test_cli_eval_prints_hybrid_bm25_and_dense_figures(env: dict[str, str]) -> None:
