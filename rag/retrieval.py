@@ -7,8 +7,9 @@ Per query, three signals are computed for a pool of candidate chunks:
 - ``sentence``: the best cosine of the query with any sentence of the chunk, which finds a
   one-sentence answer inside a long chunk that the chunk's averaged embedding blurs.
 
-Each signal is min-max normalised over the pool and combined with weights (`fusion="weighted"`,
-chosen by measurement on the dev questions; see README), or by reciprocal rank (`fusion="rrf"`).
+Each signal is z-scored against its top values in the pool and combined with weights
+(`fusion="weighted"`, chosen by measurement on the dev questions; see README), or by reciprocal rank
+(`fusion="rrf"`).
 Then near-duplicate chunks (pasted articles, repeated paragraphs) keep only their best-ranked
 member, so repeats never crowd a result list.
 """

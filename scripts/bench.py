@@ -1,4 +1,4 @@
-"""Benchmark: ingest time, index size, server memory, and search latency over HTTP.
+"""Benchmark: ingest time, index size, server memory, and search/ask/cite latency over HTTP.
 
 Starts `rag serve` as a real subprocess on 127.0.0.1 with a fresh index directory, so the figures
 include model loading and index building as a user sees them. Prints one JSON document.
@@ -9,6 +9,7 @@ include model loading and index building as a user sees them. Prints one JSON do
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -22,7 +23,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-QUESTIONS = [json.loads(line)["question"] for line in (ROOT / "tests" / "data" / "dev.jsonl").open()]
+DEV = [json.loads(line) for line in (ROOT / "tests" / "data" / "dev.jsonl").open()]
+QUESTIONS = [q["question"] for q in DEV]
+QUOTES = [e for q in DEV for e in q.get("evidence", [])]
 
 
 def rss_mb(pid: int) -> float:
@@ -32,11 +35,49 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def pct(values: list[float], p: float) -> float:
+    return round(sorted(values)[min(len(values) - 1, int(p * len(values)))], 1)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"p50": pct(values, 0.5), "p95": pct(values, 0.95), "mean": round(statistics.mean(values), 1)}
+
+
+def timed(client: httpx.Client, path: str, payloads: list[dict[str, object]], n: int) -> list[float]:
+    """Wall-clock milliseconds of n sequential calls, cycling through payloads; every call must succeed."""
+    ms = []
+    for i in range(n):
+        t = time.perf_counter()
+        client.post(path, json=payloads[i % len(payloads)]).raise_for_status()
+        ms.append((time.perf_counter() - t) * 1000)
+    return ms
+
+
+def concurrent_search(url: str, clients: int, n: int, k: int) -> float:
+    """Searches per second with `clients` connections busy at once (the server's throughput)."""
+
+    async def run() -> float:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            queue = iter(range(n))
+
+            async def worker() -> None:
+                for i in queue:
+                    r = await client.post("/v1/search", json={"query": QUESTIONS[i % len(QUESTIONS)], "k": k})
+                    r.raise_for_status()
+
+            t = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(clients)))
+            return n / (time.perf_counter() - t)
+
+    return round(asyncio.run(run()), 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--concurrency", type=int, default=8, help="clients searching at once")
     args = parser.parse_args()
     index_dir = Path(tempfile.mkdtemp(prefix="rag-bench-"))
     env = {
@@ -80,13 +121,15 @@ def main() -> None:
                 r = client.post("/v1/search", json={"query": q, "k": args.k})
                 wall.append((time.perf_counter() - t) * 1000)
                 server_ms.append(r.json()["took_ms"])
+            # Fewer rounds for ask and cite: each is a search plus work on its results.
+            rounds = max(1, args.queries // 4)
+            ask_ms = timed(client, "/v1/ask", [{"question": q, "k": args.k} for q in QUESTIONS], rounds)
+            cite_ms = timed(client, "/v1/cite", [{"text": e} for e in QUOTES], rounds)
+            concurrent_qps = concurrent_search(url, args.concurrency, args.queries, args.k)
         rss = rss_mb(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
-
-    def pct(values: list[float], p: float) -> float:
-        return round(sorted(values)[min(len(values) - 1, int(p * len(values)))], 1)
 
     print(
         json.dumps(
@@ -100,14 +143,13 @@ def main() -> None:
                 "index_mb": round(size_mb, 2),
                 "server_ready_s": round(ready_s, 1),
                 "server_rss_mb": round(rss, 0),
-                "search_http_ms": {
-                    "p50": pct(wall, 0.5),
-                    "p95": pct(wall, 0.95),
-                    "mean": round(statistics.mean(wall), 1),
-                },
+                "search_http_ms": summary(wall),
                 "search_server_ms": {"p50": pct(server_ms, 0.5), "p95": pct(server_ms, 0.95)},
+                "ask_extractive_http_ms": summary(ask_ms),
+                "cite_http_ms": summary(cite_ms),
                 "queries": args.queries,
                 "qps_sequential": round(1000 / statistics.mean(wall), 1),
+                f"qps_{args.concurrency}_clients": concurrent_qps,
             },
             indent=2,
         )
