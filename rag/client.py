@@ -7,7 +7,8 @@
             print(match.citation.source, match.start, match.end)
 
 Every method returns dataclasses whose fields mirror the JSON the server sends (so
-``dataclasses.asdict`` gives the wire format back). HTTP failures raise a `ClientError`:
+``dataclasses.asdict`` gives the wire format back); pydantic checks the server's JSON against them and
+ignores fields a newer server adds. HTTP failures raise a `ClientError`:
 `ServerUnreachable` when there is no answer, or an `ApiError` carrying the server's status, code
 and message, refined into `BadRequest` (4xx), `NotFound` (404), `NotReady` (503) and `ServerError`
 (other 5xx). These are not `RagError`s: they describe a remote call, and the server's own error
@@ -18,11 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
+from pydantic import TypeAdapter, ValidationError
+
+T = TypeVar("T")
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -105,11 +110,6 @@ class Citation:
     start: int
     end: int
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Citation:
-        fields: dict[str, Any] = {name: data.get(name) for name in cls.__dataclass_fields__}
-        return cls(**fields)
-
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -118,19 +118,11 @@ class SearchResult:
     score: float
     citation: Citation
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> SearchResult:
-        return cls(data["id"], data["text"], data["score"], Citation.from_json(data["citation"]))
-
 
 @dataclass(frozen=True)
 class SearchResponse:
     results: list[SearchResult]
     took_ms: float
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> SearchResponse:
-        return cls([SearchResult.from_json(r) for r in data["results"]], data["took_ms"])
 
 
 @dataclass(frozen=True)
@@ -145,18 +137,6 @@ class QuoteMatch:
     passage_ids: list[str]
     citation: Citation
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> QuoteMatch:
-        return cls(
-            data["exact"],
-            data["start"],
-            data["end"],
-            data["score"],
-            data["passage_id"],
-            list(data.get("passage_ids", [data["passage_id"]])),
-            Citation.from_json(data["citation"]),
-        )
-
 
 @dataclass(frozen=True)
 class NodeText:
@@ -169,28 +149,13 @@ class NodeText:
     end: int
     text: str
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> NodeText:
-        fields: dict[str, Any] = {name: data.get(name) for name in cls.__dataclass_fields__}
-        return cls(**fields)
-
 
 @dataclass(frozen=True)
 class PassageContext:
     before: str
     after: str
     node: NodeText
-    parent: NodeText | None
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> PassageContext:
-        parent = data.get("parent")
-        return cls(
-            data["before"],
-            data["after"],
-            NodeText.from_json(data["node"]),
-            NodeText.from_json(parent) if parent else None,
-        )
+    parent: NodeText | None = None
 
 
 @dataclass(frozen=True)
@@ -199,15 +164,6 @@ class Passage:
     text: str
     citation: Citation
     context: PassageContext
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Passage:
-        return cls(
-            data["id"],
-            data["text"],
-            Citation.from_json(data["citation"]),
-            PassageContext.from_json(data["context"]),
-        )
 
 
 @dataclass(frozen=True)
@@ -219,10 +175,6 @@ class DocumentSummary:
     comments: int
     replies: int
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> DocumentSummary:
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
-
 
 @dataclass(frozen=True)
 class Reply:
@@ -231,10 +183,6 @@ class Reply:
     end: int
     text: str
     passage_ids: list[str]
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Reply:
-        return cls(data["number"], data["start"], data["end"], data["text"], list(data["passage_ids"]))
 
 
 @dataclass(frozen=True)
@@ -246,17 +194,6 @@ class Comment:
     passage_ids: list[str]
     replies: list[Reply]
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Comment:
-        return cls(
-            data["number"],
-            data["start"],
-            data["end"],
-            data["text"],
-            list(data["passage_ids"]),
-            [Reply.from_json(r) for r in data["replies"]],
-        )
-
 
 @dataclass(frozen=True)
 class Body:
@@ -264,10 +201,6 @@ class Body:
     end: int
     text: str
     passage_ids: list[str]
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Body:
-        return cls(data["start"], data["end"], data["text"], list(data["passage_ids"]))
 
 
 @dataclass(frozen=True)
@@ -281,17 +214,6 @@ class Document:
     body: Body
     comments: list[Comment]
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Document:
-        return cls(
-            data["id"],
-            data["title"],
-            data["date"],
-            data["source"],
-            Body.from_json(data["body"]),
-            [Comment.from_json(c) for c in data["comments"]],
-        )
-
 
 @dataclass(frozen=True)
 class AskCitation:
@@ -302,10 +224,6 @@ class AskCitation:
     text: str
     score: float
     citation: Citation
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> AskCitation:
-        return cls(data["n"], data["id"], data["text"], data["score"], Citation.from_json(data["citation"]))
 
 
 @dataclass(frozen=True)
@@ -320,17 +238,30 @@ class Answer:
     took_ms: float
     query: str
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Answer:
-        return cls(
-            data["answer"],
-            [AskCitation.from_json(c) for c in data["citations"]],
-            data["backend"],
-            data["abstained"],
-            list(data["warnings"]),
-            data["took_ms"],
-            data["query"],
-        )
+
+@cache
+def _adapter(shape: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(shape)
+
+
+def _validate(shape: Any, data: Any) -> Any:
+    try:
+        return _adapter(shape).validate_python(data)
+    except ValidationError as exc:
+        raise ServerUnreachable(f"the server's response does not have the expected shape: {exc}") from exc
+
+
+def _parse(kind: type[T], data: Any) -> T:
+    """`data` (decoded JSON) as `kind`, or `ServerUnreachable` when the server sent something else."""
+    value: T = _validate(kind, data)
+    return value
+
+
+def _parse_list(kind: type[T], data: Any, key: str) -> list[T]:
+    """The list under `key` in `data`, each item as `kind`."""
+    items = data.get(key) if isinstance(data, dict) else None
+    value: list[T] = _validate(list[kind], items)  # type: ignore[valid-type]
+    return value
 
 
 # ---------------------------------------------------------------- client
@@ -385,31 +316,31 @@ class Client:
         body: dict[str, Any] = {"query": query, "k": k}
         if filters:
             body["filters"] = dict(filters)
-        return SearchResponse.from_json(self._request("POST", "/v1/search", body))
+        return _parse(SearchResponse, self._request("POST", "/v1/search", body))
 
     def search_batch(self, queries: Iterable[str | Mapping[str, Any]], k: int = 5) -> list[SearchResponse]:
         """One response per query, in order; a query is a string or a full search request."""
         items = [{"query": q, "k": k} if isinstance(q, str) else dict(q) for q in queries]
         data = self._request("POST", "/v1/search/batch", {"queries": items})
-        return [SearchResponse.from_json(r) for r in data["responses"]]
+        return _parse_list(SearchResponse, data, "responses")
 
     def cite(self, text: str, k: int = 5) -> list[QuoteMatch]:
         """Where `text` occurs in the archive (exact matches first), or the closest passages."""
         data = self._request("POST", "/v1/cite", {"text": text, "k": k})
-        return [QuoteMatch.from_json(m) for m in data["matches"]]
+        return _parse_list(QuoteMatch, data, "matches")
 
     def passage(self, passage_id: str) -> Passage:
         """A passage by id, with its citation and surrounding text. Raises `NotFound`."""
-        return Passage.from_json(self._request("GET", f"/v1/passages/{_segment(passage_id)}"))
+        return _parse(Passage, self._request("GET", f"/v1/passages/{_segment(passage_id)}"))
 
     def documents(self) -> list[DocumentSummary]:
         """Every post: id, title, date, source, and counts of comments and replies."""
         data = self._request("GET", "/v1/documents")
-        return [DocumentSummary.from_json(d) for d in data["documents"]]
+        return _parse_list(DocumentSummary, data, "documents")
 
     def document(self, document_id: str) -> Document:
         """A whole post with its comment tree. Raises `NotFound`."""
-        return Document.from_json(self._request("GET", f"/v1/documents/{_segment(document_id)}"))
+        return _parse(Document, self._request("GET", f"/v1/documents/{_segment(document_id)}"))
 
     def ask(
         self,
@@ -424,7 +355,7 @@ class Client:
         for name, value in (("backend", backend), ("filters", filters), ("options", options)):
             if value:
                 body[name] = value if isinstance(value, str) else dict(value)
-        return Answer.from_json(self._request("POST", "/v1/ask", body))
+        return _parse(Answer, self._request("POST", "/v1/ask", body))
 
 
 def _segment(value: str) -> str:

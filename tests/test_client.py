@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -122,6 +123,30 @@ def test_client_unreachable_server_raises_server_unreachable() -> None:
     assert isinstance(caught.value, ClientError)
 
 
+class CannedServer(LiveServer):
+    """A real HTTP server on 127.0.0.1 that answers every request with one canned response: the
+    failures our own server should never produce, seen from the client's side."""
+
+    def __init__(self, status: int, body: object) -> None:
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            ready = scope["path"] == "/readyz"
+            raw = body if isinstance(body, str) else json.dumps(body)
+            payload = b"ok" if ready else raw.encode()
+            kind = b"application/json" if not isinstance(body, str) or ready else b"text/html"
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200 if ready else status,
+                    "headers": [(b"content-type", kind)],
+                }
+            )
+            await send({"type": "http.response.body", "body": payload})
+
+        super().__init__(app)
+
+
 @pytest.mark.parametrize(
     ("status", "body", "error"),
     [
@@ -131,13 +156,20 @@ def test_client_unreachable_server_raises_server_unreachable() -> None:
     ],
 )
 def test_client_maps_error_statuses_to_exceptions(status: int, body: object, error: type[ApiError]) -> None:
-    def reply(request: httpx.Request) -> httpx.Response:
-        if isinstance(body, str):
-            return httpx.Response(status, text=body)
-        return httpx.Response(status, json=body)
-
-    http = httpx.Client(base_url="http://test", transport=httpx.MockTransport(reply))
-    with Client(http=http) as rag, pytest.raises(error) as caught:
+    with CannedServer(status, body) as canned, Client(canned.url) as rag, pytest.raises(error) as caught:
         rag.documents()
     assert caught.value.status == status
     assert str(status) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "body", [{"documents": [{"id": "000"}]}, {"documents": "none"}, ["not", "an", "object"], "<html>"]
+)
+def test_client_response_of_the_wrong_shape_raises_server_unreachable(body: object) -> None:
+    with (
+        CannedServer(200, body) as canned,
+        Client(canned.url) as rag,
+        pytest.raises(ServerUnreachable) as caught,
+    ):
+        rag.documents()
+    assert "expected shape" in caught.value.message or "not JSON" in caught.value.message
