@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
 from api.deps import AppState
@@ -39,22 +40,38 @@ ROUTERS = (
 
 
 class BodyLimit:
-    """Refuse request bodies over a size with 413 before reading them."""
+    """Refuse request bodies over a size with 413: before reading when Content-Length says so, and
+    while reading otherwise (a chunked upload has no length), so no body is read whole past the limit.
+
+    Starlette's own limiter answers in plain text; this one keeps the API's JSON error shape: the
+    HTTPException raised mid-read reaches the handler in `api.errors` like any other.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope.get("headers", [])).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_bytes:
-                response = errors.error_response(
-                    413, "too_large", f"request body is {int(length)} bytes; the limit is {self.max_bytes}"
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            message = f"request body is {int(length)} bytes; the limit is {self.max_bytes}"
+            await errors.error_response(413, "too_large", message)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, f"request body is over {self.max_bytes} bytes, the limit")
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def _load(state: AppState) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -81,6 +82,18 @@ def test_search_malformed_json_and_oversized_body(client: httpx.Client) -> None:
         "/v1/search", content=b"x" * (3 * 1024 * 1024), headers={"content-type": "application/json"}
     )
     assert r.status_code == 413 and "limit" in r.json()["error"]["message"]
+
+
+def test_search_refuses_an_oversized_chunked_body_without_a_length(client: httpx.Client) -> None:
+    def chunks() -> Iterator[bytes]:  # a generator body is sent chunked, with no Content-Length
+        for _ in range(48):
+            yield b"x" * 65536
+
+    r = client.post("/v1/search", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["error"] == {"code": "too_large", "message": r.json()["error"]["message"]}
+    assert "limit" in r.json()["error"]["message"]
+    assert client.post("/v1/search", json={"query": "probation"}).status_code == 200
 
 
 def test_passage_resolves_search_id_with_context_and_parent(client: httpx.Client) -> None:
