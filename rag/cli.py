@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -201,19 +202,6 @@ def search(
                     print_search(out, response, query=str(request.get("query")))
 
 
-def _number(c: Any) -> str:
-    if c.kind == "comment":
-        return f" {c.comment}"
-    if c.kind == "reply":
-        return f" {c.reply} to comment {c.comment}"
-    return ""
-
-
-def _citation(c: Any) -> dict[str, Any]:
-    fields = ("document_id", "title", "date", "kind", "comment", "reply", "source", "start", "end")
-    return {f: getattr(c, f) for f in fields}
-
-
 @app.command("eval")
 def evaluate(
     questions: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="JSONL questions file.")],
@@ -331,40 +319,50 @@ def _evaluate_answers(s: Settings, retriever: Any, qs: Any, backend: str | None)
 
 @app.command()
 def ask(
-    question: Annotated[str, typer.Argument(help="The question.")],
+    question: Annotated[str | None, typer.Argument(help="The question ('-' or none: read).")] = None,
     k: Annotated[int, typer.Option("-k", min=1, max=20, help="Passages the answer may draw on.")] = 5,
     backend: Annotated[str | None, typer.Option(help="extractive, openai or local (RAG_BACKEND).")] = None,
+    file: FileOpt = None,
+    url: UrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Answer a question from the archive, citing passages by number (streams as it is written)."""
-    from rag.answering import Answer, Answerer
-    from rag.backends import create_backend
+    """Answer a question from the archive, citing passages by number (streams as it is written).
+
+    --json prints what POST /v1/ask returns; with --file (or no QUESTION, reading stdin) each line is
+    a question, or a JSON ask request ({"question": ..., "k": ...}), and --json prints JSON lines.
+    """
+    from rag.client import Answer
+    from rag.terminal import plain, print_answer_sources, read_batch, write_json
 
     s = settings()
-    with reported():
-        answerer = Answerer(create_backend(backend, s), _retriever(s))
-        final: Any = None
-        for item in answerer.stream(question, k):
-            if isinstance(item, Answer):
-                final = item
-            elif not as_json:
-                out.print(item, end="", markup=False, highlight=False)
-    if as_json:
-        citations = [
-            {"n": c.n, "id": c.chunk.id, "text": c.chunk.text, **_citation(c.chunk)} for c in final.citations
-        ]
-        fields = ("text", "backend", "abstained", "warnings", "query", "took_ms")
-        body = {name: getattr(final, name) for name in fields}
-        out.print_json(json.dumps({**body, "citations": citations}))
-        return
-    out.print()
-    if final.query != question:
-        err.print(f"[dim]searched for:[/dim] {final.query}")
-    for c in final.citations:
-        where = f"{c.chunk.title} ({c.chunk.date or 'undated'}), {c.chunk.kind}{_number(c.chunk)}"
-        out.print(f"[bold]\\[{c.n}][/bold] {where}")
-    for warning in final.warnings:
-        err.print(f"[yellow]warning:[/yellow] {warning}")
+    with reported(), _client(s, url) as client:
+        if question is not None and question != "-" and file is None:
+            if as_json:
+                write_json(client.ask(question, k, backend))
+                return
+            for item in client.ask_stream(question, k, backend):
+                if isinstance(item, Answer):
+                    print_answer_sources(out, err, item, question)
+                else:
+                    out.print(item, end="", markup=False, highlight=False, soft_wrap=True)
+            return
+        for item in read_batch(file):
+            request = {"question": item} if isinstance(item, str) else item
+            text = str(request.get("question", ""))
+            answer = client.ask(
+                text,
+                int(request.get("k", k)),
+                request.get("backend", backend),
+                request.get("filters"),
+                request.get("options"),
+            )
+            if as_json:
+                write_json({"question": text, **plain(answer)}, lines=True)
+            else:
+                out.print(f"[bold]{escape(text)}[/bold]")
+                out.print(answer.answer, markup=False, highlight=False)
+                print_answer_sources(out, err, answer, text)
+                out.print()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ code is kept in `ApiError.code`. Not here: any retrieval logic.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from types import TracebackType
@@ -351,11 +352,72 @@ class Client:
         options: Mapping[str, Any] | None = None,
     ) -> Answer:
         """A cited answer from POST /v1/ask (whole, not streamed); `backend` defaults to the server's."""
-        body: dict[str, Any] = {"question": question, "k": k}
-        for name, value in (("backend", backend), ("filters", filters), ("options", options)):
-            if value:
-                body[name] = value if isinstance(value, str) else dict(value)
+        body = _ask_body(question, k, backend, filters, options)
         return _parse(Answer, self._request("POST", "/v1/ask", body))
+
+    def ask_stream(
+        self,
+        question: str,
+        k: int = 5,
+        backend: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Iterator[str | Answer]:
+        """The answer's text as the server streams it, then the finished `Answer` (same as `ask`)."""
+        body = {**_ask_body(question, k, backend, filters, options), "stream": True}
+        try:
+            with self._http.stream("POST", "/v1/ask", json=body) as response:
+                if response.is_error:
+                    response.read()
+                    raise _error_for(response)
+                for event, data in _server_sent_events(response.iter_lines()):
+                    if event == "delta":
+                        yield str(_validate(dict[str, str], data).get("text", ""))
+                    elif event == "done":
+                        yield _parse(Answer, data)
+                        return
+        except httpx.HTTPError as exc:
+            url = self._http.base_url
+            raise ServerUnreachable(f"the answer stream from {url} broke off ({exc})") from exc
+        raise ServerUnreachable(f"the answer stream from {self._http.base_url} ended without its answer")
+
+
+def _ask_body(
+    question: str,
+    k: int,
+    backend: str | None,
+    filters: Mapping[str, Any] | None,
+    options: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"question": question, "k": k}
+    for name, value in (("backend", backend), ("filters", filters), ("options", options)):
+        if value:
+            body[name] = value if isinstance(value, str) else dict(value)
+    return body
+
+
+def _server_sent_events(lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
+    """(event, decoded JSON data) pairs from a text/event-stream; comments and pings are skipped."""
+    event, data = "message", []
+    for line in _then_blank(lines):
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif not line and data:
+            try:
+                yield event, json.loads("\n".join(data))
+            except ValueError as exc:
+                raise ServerUnreachable(f"the server streamed an event that is not JSON ({exc})") from exc
+            event, data = "message", []
+        elif not line:
+            event = "message"
+
+
+def _then_blank(lines: Iterable[str]) -> Iterator[str]:
+    """`lines` and a blank one: a stream may close without the blank line that ends its last event."""
+    yield from lines
+    yield ""
 
 
 def _segment(value: str) -> str:

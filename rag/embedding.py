@@ -18,6 +18,8 @@ from rag.settings import BUNDLED_MODEL
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# transformers draws a "Loading weights" bar on every model load; on a CLI's stderr it is noise.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def resolve_model(name: str) -> str:

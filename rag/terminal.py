@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from rag.client import Citation, Document, DocumentSummary, Passage, QuoteMatch, SearchResponse
+from rag.client import Answer, Citation, Document, DocumentSummary, Passage, QuoteMatch, SearchResponse
 from rag.errors import InvalidRequestError
 
 
@@ -131,3 +132,15 @@ def print_passage(console: Console, p: Passage) -> None:
     console.print(p.text)
     if p.context.after:
         console.print(f"[dim]{p.context.after}…[/dim]")
+
+
+def print_answer_sources(console: Console, err: Console, answer: Answer, question: str | None = None) -> None:
+    """After a streamed answer: the query searched (when rewritten), each [n]'s source, warnings."""
+    console.print()
+    if question is not None and answer.query != question:
+        err.print(f"[dim]searched for:[/dim] {answer.query}")
+    for c in answer.citations:
+        where_ = escape(where(c.citation).replace("\n", " / "))  # corpus text, not markup
+        console.print(f"[bold]\\[{c.n}][/bold] {where_}  [dim]{c.id}[/dim]", highlight=False, soft_wrap=True)
+    for warning in answer.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}")

@@ -1,4 +1,4 @@
-"""`rag search|cite|documents|passage` as scripts run them: --json against the real server on
+"""`rag search|ask|cite|documents|passage` as scripts run them: --json against the real server on
 127.0.0.1 (through rag.client), JSON lines for batches, tables for people, clean errors; and one
 in-process run over the session's index on disk, which must print what the server path prints.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 from typer.testing import CliRunner
 
 from rag.cli import app
@@ -103,3 +104,33 @@ def test_cli_in_process_prints_what_the_server_path_prints(env: dict[str, str], 
     local = json.loads(run(env, "cite", QUOTE, "--json"))
     remote = json.loads(run(env, "cite", QUOTE, "--json", "--url", server.url))
     assert local == remote
+
+
+ASKED = "What did one commenter say would be in nobody's interest?"
+
+
+def test_cli_ask_json_is_what_the_api_returns(
+    env: dict[str, str], server: LiveServer, client: httpx.Client
+) -> None:
+    out = json.loads(run(env, "ask", ASKED, "-k", "3", "--json", "--url", server.url))
+    wire = client.post("/v1/ask", json={"question": ASKED, "k": 3}).json()
+    assert set(out) == set(wire)
+    assert {**out, "took_ms": 0} == {**wire, "took_ms": 0}
+    assert out["citations"] and "[1]" in out["answer"]
+
+
+def test_cli_ask_streams_the_answer_then_lists_its_sources(env: dict[str, str], server: LiveServer) -> None:
+    out = run(env, "ask", ASKED, "-k", "3", "--url", server.url)
+    answer = json.loads(run(env, "ask", ASKED, "-k", "3", "--json", "--url", server.url))
+    first = answer["citations"][0]
+    assert " ".join(answer["answer"].split()) in " ".join(out.split())
+    assert f"[1] {first['citation']['title']}" in out and first["id"] in out
+
+
+def test_cli_ask_batch_prints_one_json_line_per_question(env: dict[str, str], server: LiveServer) -> None:
+    stdin = f'{ASKED}\n{{"question": "What is the boiling point of mercury?", "k": 2}}\n'
+    out = run(env, "ask", "--json", "--url", server.url, stdin=stdin)
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["question"] for r in rows] == [ASKED, "What is the boiling point of mercury?"]
+    assert not rows[0]["abstained"] and rows[0]["citations"]
+    assert rows[1]["abstained"] and rows[1]["answer"] == "The archive doesn't answer this."

@@ -94,6 +94,18 @@ def test_client_ask_returns_a_typed_cited_answer(rag: Client, client: httpx.Clie
         rag.ask(question, backend="no-such-backend")
 
 
+def test_client_ask_stream_yields_text_then_the_same_answer_as_ask(rag: Client) -> None:
+    question = "What did one commenter say would be in nobody's interest?"
+    items = list(rag.ask_stream(question, k=3))
+    *pieces, final = items
+    assert pieces and all(isinstance(p, str) for p in pieces)
+    assert isinstance(final, Answer)
+    assert "".join(pieces) == final.answer
+    assert [c.id for c in final.citations] == [c.id for c in rag.ask(question, k=3).citations]
+    with pytest.raises(BadRequest, match="backend"):
+        list(rag.ask_stream(question, backend="no-such-backend"))
+
+
 def test_client_unknown_ids_raise_not_found(rag: Client) -> None:
     with pytest.raises(NotFound) as caught:
         rag.passage("000-nope")
