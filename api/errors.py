@@ -26,6 +26,11 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 def _describe(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
+        if err.get("type") == "json_invalid":  # loc is ("body", character offset), not a field
+            offset = err.get("loc", ("body", "?"))[-1]
+            reason = err.get("ctx", {}).get("error", "malformed")
+            parts.append(f"body is not valid JSON: {reason} at character {offset}")
+            continue
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         message = str(err.get("msg", "invalid"))
         if err.get("type") == "extra_forbidden":
@@ -46,10 +51,21 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", _describe(exc))
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+# Starlette's and FastAPI's own wording, made to say what is wrong.
+_DETAILS = {
+    "There was an error parsing the body": "the body could not be read as JSON; send UTF-8 encoded JSON",
+}
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail))
+    detail = _DETAILS.get(str(exc.detail), str(exc.detail))
+    if exc.status_code == 404 and detail == "Not Found":  # no route matched, not an unknown id
+        detail = f"no such endpoint: {request.method} {request.url.path} (see /docs)"
+    elif exc.status_code == 405 and detail == "Method Not Allowed":
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    return error_response(exc.status_code, code, detail)
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

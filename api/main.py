@@ -68,7 +68,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise HTTPException(413, f"request body is over {self.max_bytes} bytes, the limit")
+                    raise HTTPException(413, f"request body is over the limit of {self.max_bytes} bytes")
             return message
 
         await self.app(scope, counted, send)

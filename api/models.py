@@ -48,7 +48,7 @@ class SearchFilters(Strict):
 
 class SearchRequest(Strict):
     query: str = Field(..., min_length=1, description="What to search for, in natural language.")
-    k: int = Field(5, ge=1, le=50, description="How many passages to return.")
+    k: int = Field(5, ge=1, le=50, strict=True, description="How many passages to return.")
     filters: SearchFilters | None = None
 
 
@@ -147,7 +147,13 @@ class CiteRequest(Strict):
     text: str = Field(
         ..., description="The quote to attribute (whitespace, case and curly quotes are folded)."
     )
-    k: int = Field(5, ge=1, le=50, description="How many closest passages when there is no exact occurrence.")
+    k: int = Field(
+        5,
+        ge=1,
+        le=50,
+        strict=True,
+        description="How many closest passages when there is no exact occurrence.",
+    )
 
 
 class QuoteMatch(BaseModel):
@@ -221,9 +227,11 @@ class DocumentResponse(BaseModel):
 
 class AskRequest(Strict):
     question: str = Field(..., min_length=1, description="The question, in natural language.")
-    k: int = Field(5, ge=1, le=20, description="How many passages the answer may draw on.")
+    k: int = Field(5, ge=1, le=20, strict=True, description="How many passages the answer may draw on.")
     backend: str | None = Field(None, description="Backend name or alias; default RAG_BACKEND.")
-    stream: bool = Field(False, description="Answer as server-sent events: `delta`s, then one `done`.")
+    stream: bool = Field(
+        False, strict=True, description="Answer as server-sent events: `delta`s, then one `done`."
+    )
     filters: SearchFilters | None = None
     options: dict[str, object] | None = Field(None, description="Backend options, checked by the backend.")
     history: list[str] = Field(

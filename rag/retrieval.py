@@ -150,9 +150,18 @@ class Retriever:
     # ------------------------------------------------------------ search
 
     def search(
-        self, query: str, k: int = 5, filters: Filters | None = None, mode: Mode = "hybrid"
+        self,
+        query: str,
+        k: int = 5,
+        filters: Filters | None = None,
+        mode: Mode = "hybrid",
+        vector: np.ndarray | None = None,
     ) -> list[Hit]:
-        """The `k` best distinct chunks for `query`, best first."""
+        """The `k` best distinct chunks for `query`, best first.
+
+        `vector` is the query's embedding when the caller already has it (`search_many` encodes a
+        whole batch in one forward pass).
+        """
         if not query.strip():
             raise InvalidRequestError("query is empty")
         filters = filters or Filters()
@@ -174,7 +183,7 @@ class Retriever:
         dense: dict[int, float] = {}
         sentence: dict[int, float] = {}
         if mode != "bm25":
-            q = self.embedder.encode([query])  # (1, dim)
+            q = self.embedder.encode([query]) if vector is None else vector.reshape(1, -1)  # (1, dim)
             pool.update(self._faiss_top(self.index.faiss_chunks, q, self.candidates, allowed))
             sent_allowed = None
             if allowed is not None:
@@ -220,6 +229,21 @@ class Retriever:
                 break
         return hits
 
+    def search_many(
+        self, requests: Sequence[tuple[str, int, Filters | None]]
+    ) -> list[tuple[list[Hit], float]]:
+        """(hits, milliseconds) for each (query, k, filters), in order. The queries are embedded
+        together: one forward pass for the batch instead of one per query. Each search's time
+        includes its share of that pass."""
+        started = time.perf_counter()
+        vectors = self.embedder.encode([query for query, _, _ in requests])
+        share = (time.perf_counter() - started) * 1000.0 / max(1, len(requests))
+        out = []
+        for (query, k, filters), vector in zip(requests, vectors, strict=True):
+            hits, took_ms = timed_search(self, query, k, filters, vector)
+            out.append((hits, took_ms + share))
+        return out
+
     def _fuse(self, ids: list[int], signals: dict[str, dict[int, float]], mode: Mode) -> dict[int, float]:
         if mode == "bm25":
             return {i: signals["bm25"][i] for i in ids}
@@ -247,9 +271,9 @@ class Retriever:
 
 
 def timed_search(
-    retriever: Retriever, query: str, k: int, filters: Filters | None
+    retriever: Retriever, query: str, k: int, filters: Filters | None, vector: np.ndarray | None = None
 ) -> tuple[list[Hit], float]:
     """Search and the wall time it took, in milliseconds."""
     started = time.perf_counter()
-    hits = retriever.search(query, k, filters)
+    hits = retriever.search(query, k, filters, vector=vector)
     return hits, (time.perf_counter() - started) * 1000.0

@@ -28,6 +28,7 @@ _STOP = frozenset(
     commenters commenter readers reader people anyone someone thing things think thought""".split()
 )
 SHORT = 8  # a question with fewer content words than this may lean on the conversation
+BORROW = 12  # most words taken from an earlier turn: its gist, not a pasted article
 
 
 def content_words(text: str) -> list[str]:
@@ -55,7 +56,7 @@ def rewrite_query(question: str, history: Sequence[str] = ()) -> str:
     have = {w.lower() for w in content_words(question)}
     borrowed: list[str] = []
     for turn in reversed(earlier):  # the latest turn first; older ones only if it gave nothing
-        borrowed = [w for w in content_words(turn) if w.lower() not in have]
+        borrowed = [w for w in content_words(turn) if w.lower() not in have][:BORROW]
         if borrowed:
             break
     if not borrowed:

@@ -19,9 +19,9 @@ from fastapi import APIRouter
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import iterate_in_threadpool
 
+from api.checks import check_history, check_query
 from api.deps import RetrieverDep, SettingsDep
 from api.models import AskCitation, AskRequest, AskResponse, Citation
-from api.routes.search import check_query
 from rag.answering import Answer, Answerer, Prepared
 from rag.backends import create_backend
 from rag.prompting import ABSTAIN
@@ -95,6 +95,7 @@ async def sse_events(items: Iterator[str | Answer]) -> AsyncIterator[dict[str, s
 def ask(body: AskRequest, retriever: RetrieverDep, settings: SettingsDep) -> Any:
     """A cited answer to a question from the archive; `"stream": true` for server-sent events."""
     check_query(body.question, settings.max_query_chars, "question")
+    check_history(body.history)
     filters: Filters | None = body.filters.to_filters() if body.filters else None
     answerer = make_answerer(settings, retriever, body.backend, body.options)
     prepared = answerer.prepare(body.question, body.k, filters, body.history)

@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
+from api.checks import check_query
 from api.deps import RetrieverDep, SettingsDep
 from api.models import Citation, CiteRequest, CiteResponse, QuoteMatch
-from api.routes.search import check_query
 from rag.quotes import Quoter
 
 router = APIRouter(prefix="/v1", tags=["citations"])

@@ -26,10 +26,10 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import iterate_in_threadpool
 
+from api.checks import check_encodable, check_query
 from api.deps import RetrieverDep, SettingsDep
 from api.models import SearchFilters
 from api.routes.ask import finish, make_answerer, to_response
-from api.routes.search import check_query
 from rag.answering import Answer
 from rag.backends import available_backends, get_backend
 from rag.errors import InvalidRequestError
@@ -48,7 +48,8 @@ class ChatMessage(BaseModel):
 
     def text(self) -> str:
         if isinstance(self.content, list):  # content parts: keep the text ones
-            return " ".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+            texts = (p.get("text") for p in self.content if p.get("type") == "text")
+            return " ".join(t for t in texts if isinstance(t, str))
         return self.content or ""
 
 
@@ -57,8 +58,8 @@ class ChatRequest(BaseModel):
 
     model: str = MODEL
     messages: list[ChatMessage] = Field(..., min_length=1)
-    stream: bool = False
-    k: int = Field(5, ge=1, le=20, description="Passages the answer may draw on (an extra).")
+    stream: bool = Field(False, strict=True)
+    k: int = Field(5, ge=1, le=20, strict=True, description="Passages the answer may draw on (an extra).")
     filters: SearchFilters | None = None
 
 
@@ -111,6 +112,8 @@ def chat_completions(body: ChatRequest, retriever: RetrieverDep, settings: Setti
     if body.messages[-1].role != "user":
         raise InvalidRequestError("messages: the last message must be the user's question")
     question = check_query(users[-1], settings.max_query_chars, "question")
+    for n, message in enumerate(body.messages):
+        check_encodable(message.text(), f"messages[{n}].content")
     answerer = make_answerer(settings, retriever, backend_for(body.model, settings), None)
     filters = body.filters.to_filters() if body.filters else None
     prepared = answerer.prepare(question, body.k, filters, users[:-1])

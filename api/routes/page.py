@@ -30,6 +30,7 @@ def _file(name: str, media_type: str) -> FileResponse:
 
 
 @router.get("/")
+@router.head("/")
 def index() -> FileResponse:
     """The chat page."""
     response = _file("index.html", "text/html; charset=utf-8")

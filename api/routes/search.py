@@ -6,6 +6,7 @@ import time
 
 from fastapi import APIRouter
 
+from api.checks import check_query
 from api.deps import RetrieverDep, SettingsDep
 from api.models import (
     BatchSearchRequest,
@@ -15,19 +16,9 @@ from api.models import (
     SearchResponse,
     SearchResult,
 )
-from rag.errors import InvalidRequestError
 from rag.retrieval import Hit, timed_search
 
 router = APIRouter(prefix="/v1", tags=["search"])
-
-
-def check_query(text: str, limit: int, field: str = "query") -> str:
-    """Refuse blank and over-long queries with a message that says which and why."""
-    if not text.strip():
-        raise InvalidRequestError(f"{field} is empty")
-    if len(text) > limit:
-        raise InvalidRequestError(f"{field} is {len(text)} characters; the limit is {limit}")
-    return text
 
 
 @router.post("/search", response_model=SearchResponse)
@@ -57,11 +48,8 @@ def search_batch(
     """Many searches in one call, answered in order; one bad query refuses the whole batch."""
     for n, request in enumerate(body.queries):
         check_query(request.query, settings.max_query_chars, field=f"queries[{n}].query")
-    filters = [r.filters.to_filters() if r.filters else None for r in body.queries]
+    requests = [(r.query, r.k, r.filters.to_filters() if r.filters else None) for r in body.queries]
     started = time.perf_counter()
-    responses = [
-        _response(*timed_search(retriever, r.query, r.k, f))
-        for r, f in zip(body.queries, filters, strict=True)
-    ]
+    responses = [_response(hits, ms) for hits, ms in retriever.search_many(requests)]
     took_ms = (time.perf_counter() - started) * 1000.0
     return BatchSearchResponse(responses=responses, took_ms=round(took_ms, 3))

@@ -67,12 +67,13 @@ class LocalBackend(LLMBackend):
 
     class Options(LLMBackend.Options):
         max_new_tokens: int = Field(160, ge=1, le=2048, description="Most tokens generated.")
-        path: str | None = Field(None, description="Model file or folder; default RAG_LOCAL_MODEL_PATH.")
+        # No `path` here: a model path from a request would let any client make the server open
+        # files of its choosing. The model is the operator's choice, RAG_LOCAL_MODEL_PATH.
 
     options: Options
 
     def _path(self) -> str:
-        path = self.options.path or self.settings.local_model_path
+        path = self.settings.local_model_path
         if not path:
             raise BackendError(
                 "the local backend needs RAG_LOCAL_MODEL_PATH (a .gguf file or a model folder)"
