@@ -138,6 +138,7 @@ def _pack(
 
 
 PARENT_WORDS = 15  # words of the parent comment added to a reply's context
+LONGEST_WORD = 30  # longer "words" are links: many word pieces, little meaning
 
 
 def node_context(doc: Document, node: Node) -> str:
@@ -147,7 +148,10 @@ def node_context(doc: Document, node: Node) -> str:
     context = f"{doc.title}{date}, {node.label()}"
     parent = doc.parent(node)
     if parent is not None and PARENT_WORDS:
-        opening = " ".join(doc.text(parent).split()[:PARENT_WORDS])
+        # Links are skipped: a comment that is one long URL would otherwise fill the model's
+        # 256 word pieces with context and leave its replies to be cut into shards to fit.
+        words = [w for w in doc.text(parent).split() if len(w) <= LONGEST_WORD and "://" not in w]
+        opening = " ".join(words[:PARENT_WORDS])
         context += f" (in reply to: {opening})"
     return context
 

@@ -44,7 +44,8 @@ from rag.sentences import Sentence, split_sentences
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: replies embed the opening words of their parent comment
+# 2: replies embed the opening words of their parent comment; 3: links left out of those words
+FORMAT_VERSION = 3
 _FILES = ("documents.json", "chunks.jsonl", "chunks.faiss", "sentences.json", "sentences.faiss")
 
 

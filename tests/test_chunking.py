@@ -44,6 +44,17 @@ def test_chunk_embed_text_fits_the_model_and_keeps_context_out_of_text(
         assert not chunk.text.startswith(chunk.context)
 
 
+def test_chunk_context_never_forces_shards(index: Index) -> None:
+    """Only the last chunk of a node may be short: context (a parent comment that is one long link)
+    once filled the model's budget and cut replies into 109 shards of a few words each."""
+    by_node: dict[tuple[object, ...], list[str]] = {}
+    for c in index.chunks:
+        by_node.setdefault((c.document_id, c.kind, c.comment, c.reply), []).append(c.text)
+    shards = [text for texts in by_node.values() for text in texts[:-1] if count_tokens(text) < 40]
+    assert shards == []
+    assert all("://" not in c.context for c in index.chunks)
+
+
 @pytest.mark.parametrize("size,overlap", [(32, 0), (64, 16), (160, 32), (400, 80)])
 def test_chunk_size_respected_and_every_sentence_covered(size: int, overlap: int) -> None:
     docs = load_corpus(DATA).documents
