@@ -154,7 +154,10 @@ class Answerer:
         """Rewrite a follow-up, retrieve and build the prompt (raises before any text is produced)."""
         query = rewrite_query(question, history)
         hits = self.retriever.search(query, k, filters)
-        sources = [Source(i, h.chunk, h.score) for i, h in enumerate(hits, start=1)]
+        sources = [
+            Source(i, h.chunk, h.score, tuple(self.retriever.sentence_scores(query, h.chunk)))
+            for i, h in enumerate(hits, start=1)
+        ]
         prompt = build_prompt(query, sources, original_question=question if query != question else None)
         return Prepared(query, sources, prompt, time.perf_counter())
 

@@ -42,6 +42,9 @@ class Source:
     n: int
     chunk: Chunk
     score: float = 0.0
+    # The passage's indexed sentences with their similarity to the query, as retrieval saw them;
+    # empty when the passage did not come from an index. The extractive backend weighs them.
+    sentences: tuple[tuple[str, float], ...] = ()
 
     @property
     def where(self) -> str:

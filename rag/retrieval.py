@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 import bm25s
@@ -122,6 +123,25 @@ class Retriever:
         for s, sentence in enumerate(index.sentences):
             for c in sentence.chunks:
                 self._chunk_sentences[c].append(s)
+        self._position = {c.id: i for i, c in enumerate(index.chunks)}
+        # An answer embeds its query twice (search, then sentence scores): remember recent vectors.
+        self.query_vector = lru_cache(maxsize=256)(self._encode_query)
+
+    def _encode_query(self, query: str) -> np.ndarray:
+        vector: np.ndarray = self.embedder.encode([query])[0]
+        vector.setflags(write=False)  # shared by every caller of the cache
+        return vector
+
+    def sentence_scores(self, query: str, chunk: Chunk) -> list[tuple[str, float]]:
+        """The indexed sentences of `chunk`, each with its cosine to `query` (embedded with the
+        sentence's post and comment context, as for the sentence signal)."""
+        position = self._position.get(chunk.id)
+        if position is None:
+            return []
+        q = self.query_vector(query)
+        ids = self._chunk_sentences.get(position, [])
+        sims = self.index.sentence_vectors[ids] @ q if ids else []
+        return [(self.index.sentences[i].text, float(v)) for i, v in zip(ids, sims, strict=True)]
 
     # ------------------------------------------------------------ signals
 
@@ -183,7 +203,7 @@ class Retriever:
         dense: dict[int, float] = {}
         sentence: dict[int, float] = {}
         if mode != "bm25":
-            q = self.embedder.encode([query]) if vector is None else vector.reshape(1, -1)  # (1, dim)
+            q = (self.query_vector(query) if vector is None else vector).reshape(1, -1)  # (1, dim)
             pool.update(self._faiss_top(self.index.faiss_chunks, q, self.candidates, allowed))
             sent_allowed = None
             if allowed is not None:

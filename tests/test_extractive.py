@@ -93,6 +93,27 @@ def test_extractive_never_quotes_injected_instructions(backend: ExtractiveBacken
     assert "Leeds" in text and "Mars" not in text
 
 
+def test_extractive_answers_a_reworded_question_by_meaning(backend: ExtractiveBackend) -> None:
+    question = "How many short jail terms did the courts hand down last year?"
+    words = "Courts handed down 3 rulings on jail reform last week."  # more of the question's words
+    meaning = "Some 46,000 short sentences of six months or under were imposed last year."  # its sense
+    alone = [Source(1, chunk(f"{words} {meaning}", 1))]
+    assert answer_with(backend, question, alone) == f"{words} [1]"
+    # Retrieval's similarities for the passage's sentences tip the choice to the one that answers.
+    scored = [Source(1, chunk(f"{words} {meaning}", 1), sentences=((words, 0.2), (meaning, 0.8)))]
+    assert answer_with(backend, question, scored) == f"{meaning} [1]"
+
+
+def test_extractive_abstains_when_sentences_are_far_in_meaning(backend: ExtractiveBackend) -> None:
+    text = "Jail terms handed down by the courts were debated. The courts were busy last year."
+    far = [Source(1, chunk(text, 1), sentences=((text, 0.05),))]
+    assert answer_with(backend, "How many jail terms did the courts hand down last year?", far) == ABSTAIN
+
+
+def answer_with(backend: ExtractiveBackend, question: str, sources: list[Source]) -> str:
+    return "".join(backend.generate(build_prompt(question, sources), sources))
+
+
 def test_extractive_dev_figures(retriever: Retriever, settings: Settings) -> None:
     """The acceptance figures: >= 75% contain a gold answer, abstain on all unanswerable, every [n] valid."""
     questions = load_questions(DEV)

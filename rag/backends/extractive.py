@@ -1,15 +1,18 @@
 """The extractive backend: an answer made of the passages' own sentences, each cited, no model.
 
 Every sentence of the retrieved passages is scored by how much of the question it covers
-(stemmed content words, rarer words weighing more), with a small bonus for the passage's rank. A
+(stemmed content words, rarer words weighing more), with a small bonus for the passage's rank,
+blended with how close it is in meaning (the similarity retrieval gave the sentence, carried in
+`Source.sentences`), so a reworded question still finds its answer. A
 sentence that is itself a question, or too short to say anything, is scored lower; when the best
 one is a heading or a question ("Will staff be made redundant?") the sentence that follows it,
 which usually holds the answer, is taken with it. Questions asking for a quantity ("how many",
 "what share", "how much") only accept sentences that contain a number.
 
-It abstains with `ABSTAIN` when no sentence reaches `min_score` (chosen on the dev questions, see
-README) or a quantity question finds no number. Sentences that read as instructions to an AI
-("ignore previous instructions"), and the rest of a passage holding one, are never quoted.
+It abstains with `ABSTAIN` when no sentence reaches `min_score` (chosen on the dev questions and
+a second written set, see README) or a quantity question finds no number. Sentences that read as
+instructions to an AI ("ignore previous instructions"), and the rest of a passage holding one, are
+never quoted.
 """
 
 from __future__ import annotations
@@ -96,6 +99,22 @@ def is_quantity_question(question: str) -> bool:
     return bool(_QUANTITY.search(question))
 
 
+def _fold(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def similarity(text: str, sentences: Sequence[tuple[str, float]]) -> float | None:
+    """How close `text` is in meaning to the question: the best similarity retrieval gave an
+    indexed sentence that overlaps it (the index splits sentences a little differently), or None
+    when the passage brought no sentence scores."""
+    folded, best = _fold(text), None
+    for sentence, score in sentences:
+        other = _fold(sentence)
+        if other and (other in folded or folded in other or other[:40] in folded or folded[:40] in other):
+            best = score if best is None else max(best, score)
+    return best
+
+
 @dataclass(frozen=True)
 class Candidate:
     score: float
@@ -112,9 +131,14 @@ class ExtractiveBackend(LLMBackend):
 
     class Options(LLMBackend.Options):
         max_sentences: int = Field(2, ge=1, le=5, description="Most sentences quoted.")
-        # Dev questions: correctly answered ones score >= 0.347, unanswerable ones <= 0.20.
+        # Chosen on the dev questions and 30 written later (README, "Cited answers"): weights from
+        # 0.5 to 0.7 and thresholds from 0.33 to 0.37 all did about as well. Lexical cover alone
+        # refused reworded questions; meaning alone quoted on-topic sentences that answer nothing.
+        lexical_weight: float = Field(
+            0.6, ge=0.0, le=1.0, description="Share of a score from word cover; the rest from meaning."
+        )
         min_score: float = Field(
-            0.3, ge=0.0, le=1.0, description="Abstain when no sentence scores this much."
+            0.35, ge=0.0, le=1.0, description="Abstain when no sentence scores this much."
         )
         relative: float = Field(
             0.8, ge=0.0, le=1.0, description="Later sentences must score this share of the best."
@@ -162,6 +186,9 @@ class ExtractiveBackend(LLMBackend):
                 if sent.endswith("?") and text == sent:
                     score *= 0.5
                 score += 0.03 / (1 + rank)
+                meaning = similarity(text, source.sentences)
+                if meaning is not None:
+                    score = self.options.lexical_weight * score + (1 - self.options.lexical_weight) * meaning
                 out.append(Candidate(min(score, 1.0), source, text))
         out.sort(key=lambda c: (-c.score, len(c.text)))  # on a tie, the tighter quote
         return out
