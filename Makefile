@@ -39,19 +39,23 @@ test: setup-test
 	$(BIN)/pytest --cov --cov-report=term:skip-covered --cov-fail-under=80
 
 lint: setup-test
-	$(BIN)/ruff check rag api tests
-	$(BIN)/ruff format --check rag api tests
+	$(BIN)/ruff check rag api tests scripts
+	$(BIN)/ruff format --check rag api tests scripts
 	$(BIN)/mypy
 
 fix: setup-test
-	$(BIN)/ruff check --fix rag api tests
-	$(BIN)/ruff format rag api tests
+	$(BIN)/ruff check --fix rag api tests scripts
+	$(BIN)/ruff format rag api tests scripts
 
 bench: setup
 	$(BIN)/python scripts/bench.py
 
+# The dev questions from ../shared when it is beside the clone, else the copy in tests/data.
+DEV := $(firstword $(wildcard ../shared/eval/dev.jsonl) tests/data/dev.jsonl)
+
 eval: setup
-	$(BIN)/rag eval --questions ../shared/eval/dev.jsonl
+	$(BIN)/rag eval --questions $(DEV)
+	$(BIN)/rag eval --questions $(DEV) --answers
 
 clean:
 	rm -rf $(VENV) index/current index/build-*

@@ -34,13 +34,16 @@ def smollm2_path() -> Path:
 
 
 class OnePassage:
-    """A retriever that always finds the same passage (the answerer only calls `search`)."""
+    """A retriever that always finds the same passage, with no sentence scores."""
 
     def __init__(self, passage: Chunk) -> None:
         self.passage = passage
 
     def search(self, query: str, k: int = 5, filters: Filters | None = None) -> list[Hit]:
         return [Hit(self.passage, 1.0)]
+
+    def sentence_scores(self, query: str, chunk: object) -> list[tuple[str, float]]:
+        return []  # no index: the extractive fallback weighs word cover alone
 
 
 def settings_for(tmp_path: Path, path: str | None) -> Settings:
