@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -103,11 +104,15 @@ def create_app(settings: Settings | None = None, retriever: Retriever | None = N
             threading.Thread(target=_load, args=(state,), name="index-loader", daemon=True).start()
         yield
 
-    app = FastAPI(
+    # FastAPIOffline serves /docs (Swagger UI) from files in its package: FastAPI's own page loads
+    # them from a CDN, which a machine without internet cannot reach. ReDoc is off: its bundle
+    # still fetches a logo from the web.
+    app = FastAPIOffline(
         title="Probation blog archive",
         summary="Search and cited answers over a blog about the probation service in England and Wales.",
         version="0.1.0",
         lifespan=lifespan,
+        redoc_url=None,
     )
     app.state.rag = state
     errors.install(app)

@@ -302,3 +302,19 @@ def test_page_fits_a_phone_width_screen(phone: Tab) -> None:
     assert not phone.overflows()
     box = page.locator("#passage").bounding_box()
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375
+
+
+def test_api_docs_render_offline_from_this_origin(browser: sync_api.Browser, server: LiveServer) -> None:
+    path, title = "/docs", ".swagger-ui .info .title"
+    ctx = browser.new_context()
+    try:
+        tab = Tab(ctx.new_page())
+        tab.page.goto(f"{server.url}{path}")
+        tab.page.wait_for_selector(title, timeout=30_000)
+        assert "Probation blog archive" in (tab.page.text_content(title) or "")
+        tab.page.get_by_text("/v1/search").first.wait_for(timeout=30_000)
+        ours = (f"{server.url}/", "data:", "blob:")
+        assert [u for u in tab.requests if not u.startswith(ours)] == []
+        assert tab.errors == []
+    finally:
+        ctx.close()
