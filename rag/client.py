@@ -17,7 +17,6 @@ code is kept in `ApiError.code`. Not here: any retrieval logic.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -26,6 +25,7 @@ from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
+from httpx_sse import EventSource, ServerSentEvent
 from pydantic import TypeAdapter, ValidationError
 
 T = TypeVar("T")
@@ -370,11 +370,11 @@ class Client:
                 if response.is_error:
                     response.read()
                     raise _error_for(response)
-                for event, data in _server_sent_events(response.iter_lines()):
-                    if event == "delta":
-                        yield str(_validate(dict[str, str], data).get("text", ""))
-                    elif event == "done":
-                        yield _parse(Answer, data)
+                for event in EventSource(response).iter_sse():
+                    if event.event == "delta":
+                        yield str(_validate(dict[str, str], _event_json(event)).get("text", ""))
+                    elif event.event == "done":
+                        yield _parse(Answer, _event_json(event))
                         return
         except httpx.HTTPError as exc:
             url = self._http.base_url
@@ -396,28 +396,11 @@ def _ask_body(
     return body
 
 
-def _server_sent_events(lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
-    """(event, decoded JSON data) pairs from a text/event-stream; comments and pings are skipped."""
-    event, data = "message", []
-    for line in _then_blank(lines):
-        if line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-        elif not line and data:
-            try:
-                yield event, json.loads("\n".join(data))
-            except ValueError as exc:
-                raise ServerUnreachable(f"the server streamed an event that is not JSON ({exc})") from exc
-            event, data = "message", []
-        elif not line:
-            event = "message"
-
-
-def _then_blank(lines: Iterable[str]) -> Iterator[str]:
-    """`lines` and a blank one: a stream may close without the blank line that ends its last event."""
-    yield from lines
-    yield ""
+def _event_json(event: ServerSentEvent) -> Any:
+    try:
+        return event.json()
+    except ValueError as exc:
+        raise ServerUnreachable(f"the server streamed an event that is not JSON ({exc})") from exc
 
 
 def _segment(value: str) -> str:
