@@ -123,7 +123,6 @@ class Retriever:
         for s, sentence in enumerate(index.sentences):
             for c in sentence.chunks:
                 self._chunk_sentences[c].append(s)
-        self._position = {c.id: i for i, c in enumerate(index.chunks)}
         # An answer embeds its query twice (search, then sentence scores): remember recent vectors.
         self.query_vector = lru_cache(maxsize=256)(self._encode_query)
 
@@ -135,7 +134,7 @@ class Retriever:
     def sentence_scores(self, query: str, chunk: Chunk) -> list[tuple[str, float]]:
         """The indexed sentences of `chunk`, each with its cosine to `query` (embedded with the
         sentence's post and comment context, as for the sentence signal)."""
-        position = self._position.get(chunk.id)
+        position = self.index.by_id.get(chunk.id)
         if position is None:
             return []
         q = self.query_vector(query)
@@ -186,8 +185,11 @@ class Retriever:
             raise InvalidRequestError("query is empty")
         filters = filters or Filters()
         chunks = self.index.chunks
+        # Without filters every chunk is allowed: no per-chunk check on every query.
         allowed_mask = (
-            np.array([filters.allows(c) for c in chunks], dtype=bool) if chunks else np.zeros(0, bool)
+            np.ones(len(chunks), dtype=bool)
+            if filters.empty
+            else np.array([filters.allows(c) for c in chunks], dtype=bool)
         )
         allowed = None if filters.empty else np.flatnonzero(allowed_mask)
         if allowed is not None and len(allowed) == 0:
