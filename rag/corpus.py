@@ -73,12 +73,16 @@ class Node:
     reply: int | None = None
 
     def label(self) -> str:
-        """Human label: 'post', 'comment 4', 'reply 2 to comment 4'."""
-        if self.kind == "post":
-            return "post"
-        if self.kind == "comment":
-            return f"comment {self.comment}"
-        return f"reply {self.reply} to comment {self.comment}"
+        return node_label(self.kind, self.comment, self.reply)
+
+
+def node_label(kind: str, comment: int | None, reply: int | None) -> str:
+    """Human label of a node, wherever one is shown: 'post', 'comment 4', 'reply 2 to comment 4'."""
+    if kind == "post":
+        return "post"
+    if kind == "comment":
+        return f"comment {comment}"
+    return f"reply {reply} to comment {comment}"
 
 
 @dataclass

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rag.chunking import Chunk
+from rag.corpus import node_label
 
 ABSTAIN = "The archive doesn't answer this."
 
@@ -48,12 +49,7 @@ class Source:
 
     @property
     def where(self) -> str:
-        c = self.chunk
-        if c.kind == "comment":
-            return f"comment {c.comment}"
-        if c.kind == "reply":
-            return f"reply {c.reply} to comment {c.comment}"
-        return "post"
+        return node_label(self.chunk.kind, self.chunk.comment, self.chunk.reply)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from rag.client import Answer, Citation, Document, DocumentSummary, Passage, QuoteMatch, SearchResponse
+from rag.corpus import node_label
 from rag.errors import InvalidRequestError
 
 
@@ -68,13 +69,7 @@ def write_json(value: Any, lines: bool = False, stream: TextIO | None = None) ->
 
 def where(c: Citation) -> str:
     """'Title / 2019-02-22 / reply 2 to comment 4 / file.txt [start:end]'."""
-    if c.kind == "comment":
-        node = f"comment {c.comment}"
-    elif c.kind == "reply":
-        node = f"reply {c.reply} to comment {c.comment}"
-    else:
-        node = "post"
-    return f"{c.title}\n{c.date or 'undated'}\n{node}\n{c.source}"
+    return f"{c.title}\n{c.date or 'undated'}\n{node_label(c.kind, c.comment, c.reply)}\n{c.source}"
 
 
 def print_search(console: Console, response: SearchResponse, query: str | None = None) -> None:
