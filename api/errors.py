@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.errors import RagError
+from rag.errors import RagError, describe_validation
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +30,8 @@ def _describe(exc: RequestValidationError) -> str:
             offset = err.get("loc", ("body", "?"))[-1]
             reason = err.get("ctx", {}).get("error", "malformed")
             parts.append(f"body is not valid JSON: {reason} at character {offset}")
-            continue
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        message = str(err.get("msg", "invalid"))
-        if err.get("type") == "extra_forbidden":
-            message = "unknown field"
-        parts.append(f"{where}: {message}")
+        else:
+            parts.append(describe_validation([err]))
     return "; ".join(parts)
 
 

@@ -17,6 +17,9 @@ This module does not import FastAPI: the library must stay usable without the we
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 
 class RagError(Exception):
     """Base of every error this library raises on purpose."""
@@ -85,3 +88,16 @@ class NotFoundError(RagError):
 
     status = 404
     code = "not_found"
+
+
+def describe_validation(
+    errors: Iterable[Mapping[str, Any]], whole: str = "body", unknown: str = "unknown field"
+) -> str:
+    """Pydantic's errors as one message, 'field.path: what is wrong' joined by '; '. `whole` names
+    an error on the value itself; a name the model does not know is called `unknown`."""
+    parts = []
+    for err in errors:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or whole
+        message = unknown if err.get("type") == "extra_forbidden" else str(err.get("msg", "invalid"))
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)

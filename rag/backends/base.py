@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from rag.errors import InvalidRequestError
+from rag.errors import InvalidRequestError, describe_validation
 from rag.prompting import Prompt, Source
 from rag.settings import Settings
 
@@ -45,11 +45,7 @@ class LLMBackend(ABC):
         try:
             return cls.Options(**(options or {}))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'options'}: "
-                f"{'unknown option' if e['type'] == 'extra_forbidden' else e['msg']}"
-                for e in exc.errors()
-            )
+            problems = describe_validation(exc.errors(), whole="options", unknown="unknown option")
             known = ", ".join(cls.Options.model_fields) or "none"
             raise InvalidRequestError(
                 f"invalid options for backend {cls.name!r}: {problems} (known options: {known})"
