@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag.answering import Answer, Answerer
-from rag.evaluation import Question, fold
+from rag.evaluation import Question
+from rag.text import fold
 
 _SEGMENT = re.compile(r"(.*?)((?:\[\d+\])+)", re.DOTALL)
 

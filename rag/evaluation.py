@@ -10,7 +10,6 @@ evidence. Reports hit@1/3/5/10 and MRR@10 for hybrid retrieval and for BM25 and 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,16 +17,10 @@ from typing import Any
 
 from rag.errors import InvalidRequestError
 from rag.retrieval import Mode, Retriever
+from rag.text import fold
 
 KS = (1, 3, 5, 10)
-_QUOTES = str.maketrans({"‘": "'", "’": "'", "‚": "'", "‛": "'", "“": '"', "”": '"', "„": '"', "″": '"'})
-_SPACE = re.compile(r"\s+")
 MIN_HALF = 15
-
-
-def fold(text: str) -> str:
-    """Lower-case, straight quotes, single spaces."""
-    return _SPACE.sub(" ", text.translate(_QUOTES)).strip().lower()
 
 
 def evidence_variants(evidence: str) -> list[str]:

@@ -17,7 +17,6 @@ lists every chunk it overlaps. Not here: HTTP, formatting, or the retrieval itse
 
 from __future__ import annotations
 
-import re
 from bisect import bisect_left
 from dataclasses import dataclass
 from functools import cached_property
@@ -27,26 +26,11 @@ from rag.corpus import Document
 from rag.errors import InvalidRequestError
 from rag.index import Index
 from rag.retrieval import Retriever
+from rag.text import QUOTE_MAP, words
 
 MAX_EXACT = 100  # occurrences returned at most; a quote as common as "the" is not a quote
 POOL = 30  # retrieval candidates re-ranked when there is no exact occurrence
 COVERAGE_WEIGHT = 0.7  # share of the closest-passage score given to wording in common
-
-_QUOTE_MAP = str.maketrans(
-    {
-        "\u2018": "'",  # ‘
-        "\u2019": "'",  # ’
-        "\u201a": "'",  # ‚
-        "\u201b": "'",  # ‛
-        "\u2032": "'",  # ′
-        "\u201c": '"',  # “
-        "\u201d": '"',  # ”
-        "\u201e": '"',  # „
-        "\u201f": '"',  # ‟
-        "\u2033": '"',  # ″
-    }
-)
-_WORD = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
@@ -71,7 +55,7 @@ def fold(raw: str) -> Folded:
                 chars.append(" ")
                 origin.append(i)
             continue
-        for c in ch.translate(_QUOTE_MAP).casefold():
+        for c in ch.translate(QUOTE_MAP).casefold():
             chars.append(c)
             origin.append(i)
     if chars and chars[-1] == " ":
@@ -140,10 +124,10 @@ class _FoldedDocument:
 
 
 def _pairs(text: str) -> set[tuple[str, ...]]:
-    words = _WORD.findall(text)
-    if len(words) < 2:
-        return {tuple(words)} if words else set()
-    return set(zip(words, words[1:], strict=False))
+    found = words(text)
+    if len(found) < 2:
+        return {tuple(found)} if found else set()
+    return set(zip(found, found[1:], strict=False))
 
 
 class Quoter:

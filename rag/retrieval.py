@@ -26,12 +26,12 @@ from typing import Any, Literal
 import bm25s
 import faiss
 import numpy as np
-import Stemmer
 
 from rag.chunking import Chunk
 from rag.embedding import Embedder
 from rag.errors import InvalidRequestError
 from rag.index import Index
+from rag.text import BM25_STOPWORDS, new_stemmer
 
 Mode = Literal["hybrid", "bm25", "dense"]
 KINDS = ("post", "comment", "reply")
@@ -111,9 +111,9 @@ class Retriever:
         self.weights = weights or FusionWeights()
         self.fusion = fusion
         self.candidates = candidates
-        self._stemmer = Stemmer.Stemmer("english")
+        self._stemmer = new_stemmer()
         corpus = [f"{c.context}\n{c.text}" for c in index.chunks]
-        tokens = bm25s.tokenize(corpus, stopwords="en", stemmer=self._stemmer, show_progress=False)
+        tokens = bm25s.tokenize(corpus, stopwords=BM25_STOPWORDS, stemmer=self._stemmer, show_progress=False)
         self._bm25 = bm25s.BM25()
         if corpus:
             self._bm25.index(tokens, show_progress=False)
@@ -148,7 +148,7 @@ class Retriever:
         """(n_chunks,) BM25 scores; zeros when no query term is in the vocabulary."""
         n = len(self.index.chunks)
         tokens = bm25s.tokenize(
-            [query], stopwords="en", stemmer=self._stemmer, return_ids=False, show_progress=False
+            [query], stopwords=BM25_STOPWORDS, stemmer=self._stemmer, return_ids=False, show_progress=False
         )[0]
         known = [t for t in tokens if t in self._vocab]
         if not known or n == 0:

@@ -13,19 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-_WORD = re.compile(r"[A-Za-z0-9£$%][A-Za-z0-9£$%'’.-]*[A-Za-z0-9%]|[A-Za-z0-9]")
+from rag.text import FOLLOW_UP_STOPWORDS, QUERY_WORD
+
 _ANAPHORA = re.compile(
     r"\b(that|this|these|those|it|its|they|them|their|he|she|him|his|her|there|then|such|"
     r"above|same|what about|how about|and|also|else|more)\b",
     re.IGNORECASE,
-)
-_STOP = frozenset(
-    """a about above after again all also am an and any are as at be been being both but by can
-    could did do does doing for from had has have having he her here him his how i if in into is it
-    its just me more most my no not now of on or other our out over own said say says she should so
-    some such than that the their them then there these they this those to too under up very was we
-    were what when where which while who whom whose why will with would you your tell please
-    commenters commenter readers reader people anyone someone thing things think thought""".split()
 )
 SHORT = 8  # a question with fewer content words than this may lean on the conversation
 BORROW = 12  # most words taken from an earlier turn: its gist, not a pasted article
@@ -35,9 +28,9 @@ def content_words(text: str) -> list[str]:
     """Words of `text` that carry meaning, in order, without repeats (case-insensitive)."""
     seen: set[str] = set()
     out = []
-    for word in _WORD.findall(text):
+    for word in QUERY_WORD.findall(text):
         key = word.lower().strip(".'’")
-        if key in _STOP or key in seen or len(key) < 2:
+        if key in FOLLOW_UP_STOPWORDS or key in seen or len(key) < 2:
             continue
         seen.add(key)
         out.append(word.strip(".'’"))

@@ -11,8 +11,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rag.chunking import Chunk, _sentence_spans, node_context
+from rag.chunking import Chunk, node_context
 from rag.corpus import Document, clean_text
+from rag.text import sentence_spans
 
 MIN_WORDS = 6
 
@@ -43,7 +44,7 @@ def split_sentences(documents: Sequence[Document], chunks: Sequence[Chunk]) -> l
         for node in doc.nodes:
             context = node_context(doc, node)
             pending: tuple[int, int] | None = None
-            spans = _sentence_spans(doc.raw, node.start, node.end)
+            spans = sentence_spans(doc.raw, node.start, node.end)
             for n, (s, e) in enumerate(spans):
                 if pending is not None:
                     s = pending[0]

@@ -22,17 +22,13 @@ import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
-import Stemmer
 from pydantic import Field
 
 from rag.backends.base import LLMBackend
 from rag.prompting import ABSTAIN, Prompt, Source
+from rag.text import ANSWER_STOPWORDS, TERM_WORD, split_quotable, squash, stem, straighten_apostrophes
 
-# A sentence ends at . ! ? … (keeping closing quotes and brackets with it) before a space, or at a line break.
-_SENTENCE_END = re.compile(r"([.!?…][\"'”’)\]]*)\s+|\n+")
-_WORD = re.compile(r"[a-z0-9£$%][a-z0-9£$%.,'’-]*[a-z0-9%]|[a-z0-9]")
 _NUMBER = re.compile(
     r"\d|£|\$|%|\bper ?cent\b|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
     r"twenty|thirty|forty|fifty|hundred|thousand|million|billion|half|dozen)\b",
@@ -52,38 +48,15 @@ _INJECTION = re.compile(
     r"\byou are now\b|\bas an ai\b",
     re.IGNORECASE,
 )
-STOPWORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before being
-    below between both but by can could did do does doing down during each few for from further had
-    has have having he her here hers him his how i if in into is it its itself just me more most my
-    no nor not now of off on once only or other our out over own same she should so some such than
-    that the their them then there these they this those through to too under until up very was we
-    were what when where which while who whom whose why will with would you your yours
-    according said say says saying one reader readers commenter commenters comment post blog did
-    """.split()
-)
-
-
-@lru_cache(maxsize=1)
-def _stemmer() -> Stemmer.Stemmer:
-    return Stemmer.Stemmer("english")
 
 
 def terms(text: str) -> list[str]:
     """Stemmed content words of `text`, lower-cased, stopwords removed."""
-    words = _WORD.findall(text.lower().replace("’", "'"))
-    return [_stemmer().stemWord(w.strip(".,'")) for w in words if w.strip(".,'") not in STOPWORDS]
+    words = TERM_WORD.findall(straighten_apostrophes(text.lower()))
+    return [stem(w.strip(".,'")) for w in words if w.strip(".,'") not in ANSWER_STOPWORDS]
 
 
-def split_sentences(text: str) -> list[str]:
-    """Sentences of `text`, each a verbatim substring of it."""
-    out, start = [], 0
-    for match in _SENTENCE_END.finditer(text):
-        end = match.end(1) if match.group(1) else match.start()
-        out.append(text[start:end])
-        start = match.end()
-    out.append(text[start:])
-    return [s.strip() for s in out if s.strip()]
+split_sentences = split_quotable  # the sentences an answer may quote
 
 
 LEAD_WORDS = 12
@@ -99,17 +72,13 @@ def is_quantity_question(question: str) -> bool:
     return bool(_QUANTITY.search(question))
 
 
-def _fold(text: str) -> str:
-    return " ".join(text.split()).lower()
-
-
 def similarity(text: str, sentences: Sequence[tuple[str, float]]) -> float | None:
     """How close `text` is in meaning to the question: the best similarity retrieval gave an
     indexed sentence that overlaps it (the index splits sentences a little differently), or None
     when the passage brought no sentence scores."""
-    folded, best = _fold(text), None
+    folded, best = squash(text), None
     for sentence, score in sentences:
-        other = _fold(sentence)
+        other = squash(sentence)
         if other and (other in folded or folded in other or other[:40] in folded or folded[:40] in other):
             best = score if best is None else max(best, score)
     return best
