@@ -9,8 +9,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from rag.errors import IndexNotBuiltError, RagError
-from rag.index import Index
-from rag.retrieval import Retriever
+from rag.ingest.index import Index
+from rag.search.quotes import Quoter
+from rag.search.retrieval import Retriever
 from rag.settings import Settings
 
 
@@ -20,6 +21,7 @@ class AppState:
 
     settings: Settings
     retriever: Retriever | None = None
+    quoter: Quoter | None = None  # one per retriever, so each document is folded once, not per request
     error: RagError | None = None
     ready: threading.Event = field(default_factory=threading.Event)
 
@@ -44,6 +46,12 @@ def get_retriever(state: StateDep) -> Retriever:
     return state.retriever
 
 
+def get_quoter(state: StateDep, retriever: Annotated[Retriever, Depends(get_retriever)]) -> Quoter:
+    if state.quoter is None or state.quoter.retriever is not retriever:  # pragma: no cover - set with it
+        raise IndexNotBuiltError("the index is still loading; retry when GET /readyz answers 200")
+    return state.quoter
+
+
 def get_index(retriever: Annotated[Retriever, Depends(get_retriever)]) -> Index:
     return retriever.index
 
@@ -51,3 +59,4 @@ def get_index(retriever: Annotated[Retriever, Depends(get_retriever)]) -> Index:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 RetrieverDep = Annotated[Retriever, Depends(get_retriever)]
 IndexDep = Annotated[Index, Depends(get_index)]
+QuoterDep = Annotated[Quoter, Depends(get_quoter)]

@@ -19,10 +19,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
 from api.deps import AppState
-from api.routes import ask, citations, documents, health, openai_compat, page, passages, search
-from rag.embedding import Embedder
+from api.routes import ask, cite, documents, health, openai_compat, page, passages, search
 from rag.errors import RagError
-from rag.retrieval import Retriever
+from rag.ingest.embedding import Embedder
+from rag.search.quotes import Quoter
+from rag.search.retrieval import Retriever
 from rag.service import make_retriever, open_index
 from rag.settings import Settings, get_settings
 
@@ -32,7 +33,7 @@ ROUTERS = (
     health.router,
     search.router,
     passages.router,
-    citations.router,
+    cite.router,
     documents.router,
     page.router,
     ask.router,
@@ -83,6 +84,7 @@ def _load(state: AppState) -> None:
         if opened.rebuilt:
             logger.warning("index built: %s", opened.reason)
         state.retriever = make_retriever(state.settings, opened.index, embedder)
+        state.quoter = Quoter(state.retriever)
         state.ready.set()
     except RagError as exc:
         logger.error("index not available: %s", exc)
@@ -99,6 +101,7 @@ def create_app(settings: Settings | None = None, retriever: Retriever | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.retriever is not None:
+            state.quoter = Quoter(state.retriever)
             state.ready.set()
         else:
             threading.Thread(target=_load, args=(state,), name="index-loader", daemon=True).start()

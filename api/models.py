@@ -1,21 +1,26 @@
 """Request and response models of the HTTP API: the contract scripts rely on.
 
 These are separate from the library's dataclasses (`Chunk`, `Hit`) so the wire format can stay
-stable while internals change. Every request model forbids unknown fields, so a misspelt filter
-gets a 422 naming it instead of being silently ignored.
+stable while internals change; each response's `of` builds it from the library's result, for the
+routes and for the CLI's answers over a local index alike. Every request model forbids unknown
+fields, so a misspelt filter gets a 422 naming it instead of being silently ignored.
 """
 
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rag.chunking import Chunk
-from rag.retrieval import Filters
+from rag.answer.answering import Answer
+from rag.ingest.chunking import Chunk
+from rag.ingest.corpus import Kind, Node
+from rag.ingest.index import Index
+from rag.search import passages
+from rag.search.quotes import Match
+from rag.search.retrieval import Filters, Hit
 
-KindName = Literal["post", "comment", "reply"]
+KindName = Kind
 
 
 class Strict(BaseModel):
@@ -91,6 +96,18 @@ class SearchResponse(BaseModel):
     results: list[SearchResult]
     took_ms: float
 
+    @classmethod
+    def of(cls, hits: list[Hit], took_ms: float) -> SearchResponse:
+        return cls(
+            results=[
+                SearchResult(
+                    id=h.chunk.id, text=h.chunk.text, score=round(h.score, 6), citation=Citation.of(h.chunk)
+                )
+                for h in hits
+            ],
+            took_ms=round(took_ms, 3),
+        )
+
 
 class NodeText(BaseModel):
     """A whole post body, comment or reply, located in its raw file."""
@@ -101,6 +118,11 @@ class NodeText(BaseModel):
     start: int
     end: int
     text: str
+
+    @classmethod
+    def of(cls, node: passages.NodeText) -> NodeText:
+        n = node.node
+        return cls(kind=n.kind, comment=n.comment, reply=n.reply, start=n.start, end=n.end, text=node.text)
 
 
 class PassageContext(BaseModel):
@@ -115,6 +137,20 @@ class PassageResponse(BaseModel):
     text: str
     citation: Citation
     context: PassageContext
+
+    @classmethod
+    def of(cls, p: passages.Passage) -> PassageResponse:
+        return cls(
+            id=p.chunk.id,
+            text=p.chunk.text,
+            citation=Citation.of(p.chunk),
+            context=PassageContext(
+                before=p.before,
+                after=p.after,
+                node=NodeText.of(p.node),
+                parent=NodeText.of(p.parent) if p.parent else None,
+            ),
+        )
 
 
 class ErrorBody(BaseModel):
@@ -167,6 +203,18 @@ class QuoteMatch(BaseModel):
     passage_ids: list[str] = Field(description="Every passage the match overlaps (two when it spans chunks).")
     citation: Citation
 
+    @classmethod
+    def of(cls, m: Match) -> QuoteMatch:
+        return cls(
+            exact=m.exact,
+            start=m.start,
+            end=m.end,
+            score=m.score,
+            passage_id=m.chunk.id,
+            passage_ids=[c.id for c in m.chunks],
+            citation=Citation.of(m.chunk),
+        )
+
 
 class CiteResponse(BaseModel):
     matches: list[QuoteMatch] = Field(
@@ -188,6 +236,23 @@ class DocumentSummary(BaseModel):
 
 class DocumentsResponse(BaseModel):
     documents: list[DocumentSummary]
+
+    @classmethod
+    def of(cls, index: Index) -> DocumentsResponse:
+        docs = sorted(index.documents.values(), key=lambda d: d.id)
+        return cls(
+            documents=[
+                DocumentSummary(
+                    id=d.id,
+                    title=d.title,
+                    date=d.date,
+                    source=d.source,
+                    comments=len(d.comments),
+                    replies=len(d.replies),
+                )
+                for d in docs
+            ]
+        )
 
 
 class ReplyNode(BaseModel):
@@ -224,6 +289,45 @@ class DocumentResponse(BaseModel):
     body: BodyNode
     comments: list[CommentNode]
 
+    @classmethod
+    def of(cls, index: Index, document_id: str) -> DocumentResponse:
+        doc = index.document(document_id)
+        ids = passages.passage_ids_by_node(index, doc.id)
+
+        def passage_ids(n: Node) -> list[str]:
+            return ids.get((n.kind, n.comment, n.reply), [])
+
+        comments = [
+            CommentNode(
+                number=c.comment or 0,
+                start=c.start,
+                end=c.end,
+                text=doc.text(c),
+                passage_ids=passage_ids(c),
+                replies=[
+                    ReplyNode(
+                        number=r.reply or 0,
+                        start=r.start,
+                        end=r.end,
+                        text=doc.text(r),
+                        passage_ids=passage_ids(r),
+                    )
+                    for r in doc.replies
+                    if r.comment == c.comment
+                ],
+            )
+            for c in doc.comments
+        ]
+        body = doc.body
+        return cls(
+            id=doc.id,
+            title=doc.title,
+            date=doc.date,
+            source=doc.source,
+            body=BodyNode(start=body.start, end=body.end, text=doc.text(body), passage_ids=passage_ids(body)),
+            comments=comments,
+        )
+
 
 class AskRequest(Strict):
     question: str = Field(..., min_length=1, description="The question, in natural language.")
@@ -251,3 +355,24 @@ class AskResponse(BaseModel):
     warnings: list[str]
     took_ms: float
     query: str = Field(description="The query passages were retrieved with (a rewritten follow-up).")
+
+    @classmethod
+    def of(cls, answer: Answer) -> AskResponse:
+        return cls(
+            answer=answer.text,
+            citations=[
+                AskCitation(
+                    n=s.n,
+                    id=s.chunk.id,
+                    text=s.chunk.text,
+                    score=round(s.score, 6),
+                    citation=Citation.of(s.chunk),
+                )
+                for s in answer.citations
+            ],
+            backend=answer.backend,
+            abstained=answer.abstained,
+            warnings=answer.warnings,
+            took_ms=answer.took_ms,
+            query=answer.query,
+        )

@@ -11,11 +11,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rag.corpus import Corpus, corpus_files, load_corpus
-from rag.embedding import Embedder
 from rag.errors import IndexIncompatibleError, IndexNotBuiltError
-from rag.index import Index, IndexConfig, build, check_compatible, load, read_manifest, save
-from rag.retrieval import Retriever
+from rag.ingest.corpus import Corpus, corpus_files, load_corpus
+from rag.ingest.embedding import Embedder
+from rag.ingest.index import Index, IndexConfig, build, check_compatible, load, read_manifest, save
+from rag.search.retrieval import Retriever
 from rag.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def open_index(settings: Settings, embedder: Embedder, progress: Progress | None
 
 
 def make_retriever(settings: Settings, index: Index, embedder: Embedder) -> Retriever:
-    from rag.retrieval import FusionWeights
+    from rag.search.retrieval import FusionWeights
 
     return Retriever(
         index,

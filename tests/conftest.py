@@ -21,9 +21,9 @@ import uvicorn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from rag.embedding import Embedder  # noqa: E402
-from rag.index import Index  # noqa: E402
-from rag.retrieval import Retriever  # noqa: E402
+from rag.ingest.embedding import Embedder  # noqa: E402
+from rag.ingest.index import Index  # noqa: E402
+from rag.search.retrieval import Retriever  # noqa: E402
 from rag.service import ingest, make_retriever  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 

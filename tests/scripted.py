@@ -14,10 +14,10 @@ from typing import ClassVar
 
 import pytest
 
+from rag.answer.prompting import Prompt, Source
 from rag.backends import register, unregister
 from rag.backends.base import LLMBackend
 from rag.errors import BackendError
-from rag.prompting import Prompt, Source
 
 
 class ScriptedBackend(LLMBackend):

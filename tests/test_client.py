@@ -26,7 +26,7 @@ from rag.client import (
     ServerError,
     ServerUnreachable,
 )
-from rag.index import Index
+from rag.ingest.index import Index
 from tests.conftest import LiveServer, free_port
 
 

@@ -28,9 +28,8 @@ from starlette.concurrency import iterate_in_threadpool
 
 from api.checks import check_encodable, check_query
 from api.deps import RetrieverDep, SettingsDep
-from api.models import SearchFilters
-from api.routes.ask import finish, make_answerer, to_response
-from rag.answering import Answer
+from api.models import AskResponse, SearchFilters
+from rag.answer.answering import Answer, Answerer
 from rag.backends import available_backends, get_backend
 from rag.errors import InvalidRequestError
 from rag.settings import Settings
@@ -93,7 +92,7 @@ def models(settings: SettingsDep) -> ModelList:
 
 
 def _extras(answer: Answer) -> dict[str, Any]:
-    body = to_response(answer).model_dump()
+    body = AskResponse.of(answer).model_dump()
     return {
         "citations": body["citations"],
         "rewritten_query": answer.query,
@@ -114,10 +113,9 @@ def chat_completions(body: ChatRequest, retriever: RetrieverDep, settings: Setti
     question = check_query(users[-1], settings.max_query_chars, "question")
     for n, message in enumerate(body.messages):
         check_encodable(message.text(), f"messages[{n}].content")
-    answerer = make_answerer(settings, retriever, backend_for(body.model, settings), None)
+    answerer = Answerer.for_backend(backend_for(body.model, settings), settings, retriever)
     filters = body.filters.to_filters() if body.filters else None
-    prepared = answerer.prepare(question, body.k, filters, users[:-1])
-    items = finish(answerer.generate(prepared), prepared, answerer.backend.name)
+    items = answerer.stream(question, body.k, filters, users[:-1])
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
         return StreamingResponse(

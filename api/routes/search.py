@@ -8,15 +8,8 @@ from fastapi import APIRouter
 
 from api.checks import check_query
 from api.deps import RetrieverDep, SettingsDep
-from api.models import (
-    BatchSearchRequest,
-    BatchSearchResponse,
-    Citation,
-    SearchRequest,
-    SearchResponse,
-    SearchResult,
-)
-from rag.retrieval import Hit, timed_search
+from api.models import BatchSearchRequest, BatchSearchResponse, SearchRequest, SearchResponse
+from rag.search.retrieval import timed_search
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
@@ -26,19 +19,7 @@ def search(body: SearchRequest, retriever: RetrieverDep, settings: SettingsDep) 
     """The k passages most relevant to a query, each with its exact citation."""
     check_query(body.query, settings.max_query_chars)
     filters = body.filters.to_filters() if body.filters else None
-    return _response(*timed_search(retriever, body.query, body.k, filters))
-
-
-def _response(hits: list[Hit], took_ms: float) -> SearchResponse:
-    return SearchResponse(
-        results=[
-            SearchResult(
-                id=h.chunk.id, text=h.chunk.text, score=round(h.score, 6), citation=Citation.of(h.chunk)
-            )
-            for h in hits
-        ],
-        took_ms=round(took_ms, 3),
-    )
+    return SearchResponse.of(*timed_search(retriever, body.query, body.k, filters))
 
 
 @router.post("/search/batch", response_model=BatchSearchResponse)
@@ -50,6 +31,6 @@ def search_batch(
         check_query(request.query, settings.max_query_chars, field=f"queries[{n}].query")
     requests = [(r.query, r.k, r.filters.to_filters() if r.filters else None) for r in body.queries]
     started = time.perf_counter()
-    responses = [_response(hits, ms) for hits, ms in retriever.search_many(requests)]
+    responses = [SearchResponse.of(hits, ms) for hits, ms in retriever.search_many(requests)]
     took_ms = (time.perf_counter() - started) * 1000.0
     return BatchSearchResponse(responses=responses, took_ms=round(took_ms, 3))

@@ -115,6 +115,7 @@ class Registry:
 
 
 registry = Registry()
+_default = registry
 
 
 def load_backends(allow: str | None = None) -> None:
@@ -142,8 +143,13 @@ def available_backends(allow: str | None = None) -> list[str]:
 
 
 def create_backend(
-    name: str | None, settings: Settings, options: Mapping[str, Any] | None = None
+    name: str | None,
+    settings: Settings,
+    options: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
 ) -> LLMBackend:
-    """A ready backend: `name` (default: settings.backend) configured from settings and options."""
-    registry.ensure_loaded(settings.backends_allow)
-    return get_backend(name or settings.backend).create(settings, options)
+    """A ready backend: `name` (default: settings.backend) configured from settings and options,
+    from `registry` (default: the module's registry, loaded with settings.backends_allow)."""
+    chosen = registry if registry is not None else _default
+    chosen.ensure_loaded(settings.backends_allow)
+    return chosen.get(name or settings.backend).create(settings, options)

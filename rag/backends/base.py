@@ -1,11 +1,11 @@
 """The contract every answer backend implements: one abstract method, declarative capabilities.
 
-A backend turns a grounded `Prompt` (rag/prompting.py) and the numbered passages behind it into
+A backend turns a grounded `Prompt` (rag/answer/prompting.py) and the numbered passages behind it into
 answer text, yielded as it is produced. It cites passages as ``[n]``; checking and renumbering
-those markers is the caller's job (rag/answering.py), as is falling back when a backend fails.
+those markers is the caller's job (rag/answer/answering.py), as is falling back when a backend fails.
 A backend signals failure by raising `BackendError` with a message saying what happened.
 
-Not here: the registry (rag/backends/__init__.py) and the prompt text (rag/prompting.py).
+Not here: the registry (rag/backends/__init__.py) and the prompt text (rag/answer/prompting.py).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from rag.answer.prompting import Prompt, Source
 from rag.errors import InvalidRequestError, describe_validation
-from rag.prompting import Prompt, Source
 from rag.settings import Settings
 
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 from pydantic import Field
 
+from rag.answer.prompting import ABSTAIN, Prompt, Source
 from rag.backends.base import LLMBackend
-from rag.prompting import ABSTAIN, Prompt, Source
 from rag.text import ANSWER_STOPWORDS, TERM_WORD, split_quotable, squash, stem, straighten_apostrophes
 
 _NUMBER = re.compile(

@@ -22,9 +22,9 @@ from typing import Any
 
 from pydantic import Field
 
+from rag.answer.prompting import Prompt, Source
 from rag.backends.base import LLMBackend
 from rag.errors import BackendError
-from rag.prompting import Prompt, Source
 
 
 @lru_cache(maxsize=2)

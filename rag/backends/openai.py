@@ -24,9 +24,9 @@ from typing import Any
 import httpx
 from pydantic import Field
 
+from rag.answer.prompting import Prompt, Source
 from rag.backends.base import LLMBackend
 from rag.errors import BackendError
-from rag.prompting import Prompt, Source
 from rag.settings import Settings
 
 BACKOFF = 0.25  # seconds before the first retry; doubles each time

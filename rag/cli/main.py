@@ -1,0 +1,361 @@
+"""The `rag` command: parses arguments and calls the library; no logic of its own lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from rag.client import ClientError
+from rag.errors import RagError
+from rag.settings import Settings
+
+app = typer.Typer(help="Search and cited answers over the probation blog archive.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option("--url", help="Use the server at this URL (http://127.0.0.1:8000), not the local index."),
+]
+FileOpt = Annotated[
+    Path | None,
+    typer.Option("--file", "-f", exists=True, dir_okay=False, help="Read one query per line from this file."),
+]
+BATCH = 100  # queries per POST /v1/search/batch
+
+
+def settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with CLI options (when given) taking precedence."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:  # pydantic's ValidationError names the variable
+        err.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Print a RagError (or a server's error) as one clean line (re-raise with RAG_RAISE_ERRORS=1)."""
+    try:
+        yield
+    except (RagError, ClientError) as exc:
+        if os.environ.get("RAG_RAISE_ERRORS", "").lower() in {"1", "true", "yes"}:
+            raise
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+
+
+@contextmanager
+def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def _embedder(s: Settings) -> Any:
+    from rag.ingest.embedding import Embedder
+
+    return Embedder(s.model, s.device)
+
+
+def _retriever(s: Settings) -> Any:
+    from rag.service import make_retriever, open_index
+
+    embedder = _embedder(s)
+    with progress_bar() as update:
+        opened = open_index(s, embedder, update)
+    if opened.rebuilt:
+        err.print(f"[yellow]built the index:[/yellow] {opened.reason}")
+    return make_retriever(s, opened.index, embedder)
+
+
+@app.command()
+def ingest(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Directory of post files (default RAG_DATA_DIR).")
+    ] = None,
+    index_dir: Annotated[
+        Path | None, typer.Option(help="Where to write the index (default RAG_INDEX_DIR).")
+    ] = None,
+) -> None:
+    """Parse the posts, chunk and embed them, and write a fresh index."""
+    from rag.service import ingest as build
+
+    s = settings(data_dir=data_dir, index_dir=index_dir)
+    with reported():
+        embedder = _embedder(s)
+        with progress_bar() as update:
+            index, corpus = build(s, embedder, update)
+    for error in corpus.errors:
+        err.print(f"[red]skipped[/red] {error}")
+    for warning in corpus.warnings:
+        err.print(f"[yellow]warning[/yellow] {warning}")
+    m = index.manifest
+    out.print(
+        f"indexed {m['documents']} posts into {m['chunks']} chunks and {m['sentences']} sentences "
+        f"with {m['model']} ({m['dimension']}-d) -> {s.index_dir}/"
+    )
+    if corpus.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default RAG_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default RAG_PORT).")] = None,
+) -> None:
+    """Serve the HTTP API and the chat page; builds the index first if it is missing."""
+    import uvicorn
+
+    from api.main import create_app
+
+    s = settings(host=host, port=port)
+    uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="info")
+
+
+def _filters(
+    document: list[str] | None, kind: list[str] | None, date_from: str | None, date_to: str | None
+) -> dict[str, Any]:
+    """The filters of POST /v1/search from the command's options (empty ones left out)."""
+    given = {"document_id": document, "kind": kind, "date_from": date_from, "date_to": date_to}
+    return {k: v for k, v in given.items() if v}
+
+
+@contextmanager
+def _client(s: Settings, url: str | None) -> Iterator[Any]:
+    """A `rag.client.Client` on the server at `url`, or the library over the local index in the
+    same shapes (`rag.cli.local`), so a command prints the same output either way."""
+    from rag.client import Client
+
+    if url:
+        with Client(url) as client:
+            yield client
+        return
+    from rag.cli.local import LocalClient
+
+    yield LocalClient(s, _retriever(s))
+
+
+@app.command()
+def search(
+    query: Annotated[str | None, typer.Argument(help="What to search for ('-' or none: read).")] = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=50, help="How many passages.")] = 5,
+    document: Annotated[list[str] | None, typer.Option(help="Only this post id (repeatable).")] = None,
+    kind: Annotated[list[str] | None, typer.Option(help="post, comment or reply (repeatable).")] = None,
+    date_from: Annotated[str | None, typer.Option(help="Earliest post date, YYYY-MM-DD.")] = None,
+    date_to: Annotated[str | None, typer.Option(help="Latest post date, YYYY-MM-DD.")] = None,
+    file: FileOpt = None,
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the archive and print the best passages with their citations.
+
+    With --file (or no QUERY, reading stdin) each line is a query, or a JSON search request
+    ({"query": ..., "k": ..., "filters": ...}); --json then prints one JSON line per query.
+    """
+    from rag.cli.terminal import plain, print_search, read_batch, search_requests, write_json
+
+    s = settings()
+    filters = _filters(document, kind, date_from, date_to)
+    with reported(), _client(s, url) as client:
+        if query is not None and query != "-" and file is None:
+            response = client.search(query, k, filters)
+            if as_json:
+                write_json(response)
+            else:
+                print_search(out, response)
+            return
+        requests = search_requests(read_batch(file), k, filters)
+        for start in range(0, len(requests), BATCH):
+            part = requests[start : start + BATCH]
+            for request, response in zip(part, client.search_batch(part), strict=True):
+                if as_json:
+                    write_json({"query": request.get("query"), **plain(response)}, lines=True)
+                else:
+                    print_search(out, response, query=str(request.get("query")))
+
+
+@app.command("eval")
+def evaluate(
+    questions: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="JSONL questions file.")],
+    per_question: Annotated[
+        bool, typer.Option("--per-question", help="Also print a table of ranks.")
+    ] = False,
+    answers: Annotated[
+        bool, typer.Option("--answers", help="Score answers: gold contained, abstention, marker validity.")
+    ] = False,
+    backend: Annotated[str | None, typer.Option(help="Backend for --answers (default RAG_BACKEND).")] = None,
+) -> None:
+    """Print hit@1/3/5/10 and MRR@10 (hybrid, BM25 alone, dense alone) as JSON; --answers scores answers."""
+    from rag.eval.retrieval import evaluate as run
+    from rag.eval.retrieval import load_questions
+
+    s = settings()
+    with reported():
+        qs = load_questions(questions)
+        retriever = _retriever(s)
+        if answers:
+            _evaluate_answers(s, retriever, qs, backend)
+            return
+        reports = {mode: run(retriever, qs, mode) for mode in ("hybrid", "bm25", "dense")}
+    if per_question:
+        table = Table("id", "kind", *reports, title="rank of the first passage holding the evidence")
+        for q in qs:
+            if q.answerable:
+                table.add_row(q.id, q.kind or "", *(str(r.ranks[q.id] or "-") for r in reports.values()))
+        err.print(table)
+    summary = {mode: r.summary() for mode, r in reports.items()}
+    summary["index"] = {k: retriever.index.manifest[k] for k in ("model", "chunking", "chunks", "documents")}
+    sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+
+
+@app.command()
+def cite(
+    text: Annotated[str | None, typer.Argument(help="The quote; '-' or none reads one per line.")] = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=50, help="Closest passages if none match exactly.")] = 5,
+    file: FileOpt = None,
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Where a quote comes from: its exact occurrences, or else the closest passages."""
+    from rag.cli.terminal import plain, print_matches, read_batch, write_json
+
+    s = settings()
+    with reported(), _client(s, url) as client:
+        if text is not None and text != "-" and file is None:
+            matches = client.cite(text, k)
+            if as_json:
+                write_json({"matches": plain(matches)})
+            else:
+                print_matches(out, matches)
+            return
+        for item in read_batch(file):
+            quote = item if isinstance(item, str) else str(item.get("text", ""))
+            matches = client.cite(quote, k)
+            if as_json:
+                write_json({"text": quote, "matches": plain(matches)}, lines=True)
+            else:
+                print_matches(out, matches, quote=quote)
+
+
+@app.command()
+def documents(
+    document_id: Annotated[str | None, typer.Argument(help="Show this post with its comment tree.")] = None,
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the posts, or show one post with its comments and replies."""
+    from rag.cli.terminal import plain, print_document, print_documents, write_json
+
+    s = settings()
+    with reported(), _client(s, url) as client:
+        if document_id is None:
+            docs = client.documents()
+            if as_json:
+                write_json({"documents": plain(docs)})
+            else:
+                print_documents(out, docs)
+            return
+        doc = client.document(document_id)
+        if as_json:
+            write_json(doc)
+        else:
+            print_document(out, doc)
+
+
+@app.command()
+def passage(
+    passage_id: Annotated[str, typer.Argument(help="A passage id from search or cite results.")],
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a passage with its citation and the text around it."""
+    from rag.cli.terminal import print_passage, write_json
+
+    s = settings()
+    with reported(), _client(s, url) as client:
+        found = client.passage(passage_id)
+    if as_json:
+        write_json(found)
+    else:
+        print_passage(out, found)
+
+
+def _evaluate_answers(s: Settings, retriever: Any, qs: Any, backend: str | None) -> None:
+    from rag.answer.answering import Answerer
+    from rag.eval.answers import evaluate_answers
+
+    report = evaluate_answers(Answerer.for_backend(backend, s, retriever), qs)
+    sys.stdout.write(json.dumps({"answers": report.summary()}, indent=2) + "\n")
+
+
+@app.command()
+def ask(
+    question: Annotated[str | None, typer.Argument(help="The question ('-' or none: read).")] = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=20, help="Passages the answer may draw on.")] = 5,
+    backend: Annotated[str | None, typer.Option(help="extractive, openai or local (RAG_BACKEND).")] = None,
+    file: FileOpt = None,
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer a question from the archive, citing passages by number (streams as it is written).
+
+    --json prints what POST /v1/ask returns; with --file (or no QUESTION, reading stdin) each line is
+    a question, or a JSON ask request ({"question": ..., "k": ...}), and --json prints JSON lines.
+    """
+    from rag.cli.terminal import plain, print_answer_sources, read_batch, write_json
+    from rag.client import Answer
+
+    s = settings()
+    with reported(), _client(s, url) as client:
+        if question is not None and question != "-" and file is None:
+            if as_json:
+                write_json(client.ask(question, k, backend))
+                return
+            for item in client.ask_stream(question, k, backend):
+                if isinstance(item, Answer):
+                    print_answer_sources(out, err, item, question)
+                else:
+                    out.print(item, end="", markup=False, highlight=False, soft_wrap=True)
+            return
+        for item in read_batch(file):
+            request = {"question": item} if isinstance(item, str) else item
+            text = str(request.get("question", ""))
+            answer = client.ask(
+                text,
+                int(request.get("k", k)),
+                request.get("backend", backend),
+                request.get("filters"),
+                request.get("options"),
+            )
+            if as_json:
+                write_json({"question": text, **plain(answer)}, lines=True)
+            else:
+                out.print(f"[bold]{escape(text)}[/bold]")
+                out.print(answer.answer, markup=False, highlight=False)
+                print_answer_sources(out, err, answer, text)
+                out.print()
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Figures on question sets: retrieval hit@k and MRR (`retrieval`) and answer quality (`answers`)."""

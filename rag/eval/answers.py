@@ -1,0 +1,89 @@
+"""Answer evaluation over the dev questions: does the answer hold a gold answer, does it abstain
+when it should, and does every [n] point at a citation that really contains the cited sentence.
+
+For each answerable question, the answer *contains gold* when, after folding case, whitespace
+and curly quotes, one of its ``answers`` strings occurs in it. For each unanswerable one (no
+evidence), the answer must abstain. Marker validity: the text before each ``[n]`` (back to the
+previous marker or the start) must occur, folded, in the text of citation n.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rag.answer.answering import Answer, Answerer
+from rag.eval.retrieval import Question
+from rag.text import fold
+
+_SEGMENT = re.compile(r"(.*?)((?:\[\d+\])+)", re.DOTALL)
+
+
+def marker_checks(answer: Answer) -> list[bool]:
+    """One bool per [n] in the answer: does citation n contain the sentence it follows?"""
+    texts = {s.n: fold(s.chunk.text) for s in answer.citations}
+    out = []
+    for match in _SEGMENT.finditer(answer.text):
+        sentence = fold(match.group(1)).strip(" .,;:")
+        for n in re.findall(r"\d+", match.group(2)):
+            cited = texts.get(int(n))
+            out.append(cited is not None and bool(sentence) and sentence in cited)
+    return out
+
+
+@dataclass
+class AnswerReport:
+    backend: str
+    answerable: int = 0
+    contains_gold: int = 0
+    unanswerable: int = 0
+    abstained_unanswerable: int = 0
+    abstained_answerable: int = 0
+    markers: int = 0
+    markers_valid: int = 0
+    fallbacks: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        def rate(a: int, b: int) -> float:
+            return round(a / b, 3) if b else 0.0
+
+        return {
+            "backend": self.backend,
+            "answer_contains_gold": rate(self.contains_gold, self.answerable),
+            "answer_contains_gold_count": f"{self.contains_gold}/{self.answerable}",
+            "abstained_on_unanswerable": f"{self.abstained_unanswerable}/{self.unanswerable}",
+            "abstained_on_answerable": f"{self.abstained_answerable}/{self.answerable}",
+            "markers_valid": rate(self.markers_valid, self.markers),
+            "markers_valid_count": f"{self.markers_valid}/{self.markers}",
+            "fallbacks": self.fallbacks,
+            "missed": self.failures,
+        }
+
+
+def evaluate_answers(answerer: Answerer, questions: Sequence[Question], k: int = 5) -> AnswerReport:
+    """Answer every question with `answerer` and score the answers (see module docstring)."""
+    report = AnswerReport(answerer.backend.name)
+    for q in questions:
+        answer = answerer.answer(q.question, k)
+        if answer.backend != answerer.backend.name:
+            report.fallbacks += 1
+        checks = [] if answer.abstained else marker_checks(answer)
+        report.markers += len(checks)
+        report.markers_valid += sum(checks)
+        if q.answerable:
+            report.answerable += 1
+            report.abstained_answerable += answer.abstained
+            folded = fold(answer.text)
+            if any(fold(a) in folded for a in q.answers):
+                report.contains_gold += 1
+            else:
+                report.failures.append(q.id)
+        else:
+            report.unanswerable += 1
+            report.abstained_unanswerable += answer.abstained
+            if not answer.abstained:
+                report.failures.append(q.id)
+    return report

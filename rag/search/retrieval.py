@@ -1,0 +1,301 @@
+"""Hybrid retrieval: BM25 (bm25s) and dense (FAISS) scores fused, filtered and de-duplicated.
+
+Per query, three signals are computed for a pool of candidate chunks:
+
+- ``bm25``: BM25 over the chunk text with its post title and node label (stemmed, stopwords removed);
+- ``dense``: cosine of the query with the chunk's embedding (title and label embedded with it);
+- ``sentence``: the best cosine of the query with any sentence of the chunk, which finds a
+  one-sentence answer inside a long chunk that the chunk's averaged embedding blurs.
+
+Each signal is z-scored against its top values in the pool and combined with weights
+(`fusion="weighted"`, chosen by measurement on the dev questions; see README), or by reciprocal rank
+(`fusion="rrf"`).
+Then near-duplicate chunks (pasted articles, repeated paragraphs) keep only their best-ranked
+member, so repeats never crowd a result list.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal
+
+import bm25s
+import faiss
+import numpy as np
+
+from rag.errors import InvalidRequestError
+from rag.ingest.chunking import Chunk
+from rag.ingest.corpus import KINDS
+from rag.ingest.embedding import Embedder
+from rag.ingest.index import Index
+from rag.text import BM25_STOPWORDS, new_stemmer
+
+Mode = Literal["hybrid", "bm25", "dense"]
+NORM_TOP = 30  # fusion normalises each signal by mean/std of its top NORM_TOP pool values
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Optional restrictions on what a search may return. Empty means no restriction."""
+
+    document_id: Sequence[str] = ()
+    source: Sequence[str] = ()
+    kind: Sequence[str] = ()
+    date_from: str | None = None  # ISO date, inclusive
+    date_to: str | None = None  # ISO date, inclusive
+
+    def __post_init__(self) -> None:
+        bad = [k for k in self.kind if k not in KINDS]
+        if bad:
+            raise InvalidRequestError(f"unknown kind {bad[0]!r}; choose from {', '.join(KINDS)}")
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise InvalidRequestError(f"date_from ({self.date_from}) is after date_to ({self.date_to})")
+
+    @property
+    def empty(self) -> bool:
+        return not (self.document_id or self.source or self.kind or self.date_from or self.date_to)
+
+    def allows(self, chunk: Chunk) -> bool:
+        if self.document_id and chunk.document_id not in self.document_id:
+            return False
+        if self.source and chunk.source not in self.source:
+            return False
+        if self.kind and chunk.kind not in self.kind:
+            return False
+        if self.date_from or self.date_to:
+            # An undated post cannot be shown to fall inside a date range.
+            if chunk.date is None:
+                return False
+            if self.date_from and chunk.date < self.date_from:
+                return False
+            if self.date_to and chunk.date > self.date_to:
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved chunk with its fused score and the signals behind it."""
+
+    chunk: Chunk
+    score: float
+    signals: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FusionWeights:
+    """Weights of the normalised signals; they need not sum to one."""
+
+    bm25: float = 0.45
+    dense: float = 0.0
+    sentence: float = 0.55
+
+
+class Retriever:
+    """Answers queries over an `Index` with an `Embedder` (both injected)."""
+
+    def __init__(
+        self,
+        index: Index,
+        embedder: Embedder,
+        weights: FusionWeights | None = None,
+        fusion: Literal["weighted", "rrf"] = "weighted",
+        candidates: int = 100,
+    ) -> None:
+        self.index = index
+        self.embedder = embedder
+        self.weights = weights or FusionWeights()
+        self.fusion = fusion
+        self.candidates = candidates
+        self._stemmer = new_stemmer()
+        corpus = [f"{c.context}\n{c.text}" for c in index.chunks]
+        tokens = bm25s.tokenize(corpus, stopwords=BM25_STOPWORDS, stemmer=self._stemmer, show_progress=False)
+        self._bm25 = bm25s.BM25()
+        if corpus:
+            self._bm25.index(tokens, show_progress=False)
+        self._vocab: dict[str, int] = tokens.vocab
+        # chunk -> its sentences, for the sentence signal
+        self._chunk_sentences: dict[int, list[int]] = defaultdict(list)
+        for s, sentence in enumerate(index.sentences):
+            for c in sentence.chunks:
+                self._chunk_sentences[c].append(s)
+        # An answer embeds its query twice (search, then sentence scores): remember recent vectors.
+        self.query_vector = lru_cache(maxsize=256)(self._encode_query)
+
+    def _encode_query(self, query: str) -> np.ndarray:
+        vector: np.ndarray = self.embedder.encode([query])[0]
+        vector.setflags(write=False)  # shared by every caller of the cache
+        return vector
+
+    def sentence_scores(self, query: str, chunk: Chunk) -> list[tuple[str, float]]:
+        """The indexed sentences of `chunk`, each with its cosine to `query` (embedded with the
+        sentence's post and comment context, as for the sentence signal)."""
+        position = self.index.by_id.get(chunk.id)
+        if position is None:
+            return []
+        q = self.query_vector(query)
+        ids = self._chunk_sentences.get(position, [])
+        sims = self.index.sentence_vectors[ids] @ q if ids else []
+        return [(self.index.sentences[i].text, float(v)) for i, v in zip(ids, sims, strict=True)]
+
+    # ------------------------------------------------------------ signals
+
+    def _bm25_scores(self, query: str) -> np.ndarray:
+        """(n_chunks,) BM25 scores; zeros when no query term is in the vocabulary."""
+        n = len(self.index.chunks)
+        tokens = bm25s.tokenize(
+            [query], stopwords=BM25_STOPWORDS, stemmer=self._stemmer, return_ids=False, show_progress=False
+        )[0]
+        known = [t for t in tokens if t in self._vocab]
+        if not known or n == 0:
+            return np.zeros(n, dtype=np.float32)
+        return np.asarray(self._bm25.get_scores(known), dtype=np.float32)
+
+    def _faiss_top(self, faiss_index: Any, q: np.ndarray, k: int, allowed: np.ndarray | None) -> list[int]:
+        k = min(k, faiss_index.ntotal if allowed is None else len(allowed))
+        if k <= 0:
+            return []
+        params = None
+        if allowed is not None:
+            selector = faiss.IDSelectorBatch(allowed.astype(np.int64))
+            params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
+        _, ids = faiss_index.search(q, k, params=params)
+        return [int(i) for i in ids[0] if i >= 0]
+
+    # ------------------------------------------------------------ search
+
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        filters: Filters | None = None,
+        mode: Mode = "hybrid",
+        vector: np.ndarray | None = None,
+    ) -> list[Hit]:
+        """The `k` best distinct chunks for `query`, best first.
+
+        `vector` is the query's embedding when the caller already has it (`search_many` encodes a
+        whole batch in one forward pass).
+        """
+        if not query.strip():
+            raise InvalidRequestError("query is empty")
+        filters = filters or Filters()
+        chunks = self.index.chunks
+        # Without filters every chunk is allowed: no per-chunk check on every query.
+        allowed_mask = (
+            np.ones(len(chunks), dtype=bool)
+            if filters.empty
+            else np.array([filters.allows(c) for c in chunks], dtype=bool)
+        )
+        allowed = None if filters.empty else np.flatnonzero(allowed_mask)
+        if allowed is not None and len(allowed) == 0:
+            return []
+
+        pool: set[int] = set()
+        bm25 = self._bm25_scores(query) if mode != "dense" else np.zeros(len(chunks), np.float32)
+        if mode != "dense":
+            masked = np.where(allowed_mask, bm25, -np.inf)
+            top = np.argsort(-masked)[: self.candidates]
+            pool.update(int(i) for i in top if np.isfinite(masked[i]) and masked[i] > 0)
+
+        dense: dict[int, float] = {}
+        sentence: dict[int, float] = {}
+        if mode != "bm25":
+            q = (self.query_vector(query) if vector is None else vector).reshape(1, -1)  # (1, dim)
+            pool.update(self._faiss_top(self.index.faiss_chunks, q, self.candidates, allowed))
+            sent_allowed = None
+            if allowed is not None:
+                sent_allowed = np.array(
+                    [
+                        s
+                        for s, sent in enumerate(self.index.sentences)
+                        if any(allowed_mask[c] for c in sent.chunks)
+                    ],
+                    dtype=np.int64,
+                )
+            for s in self._faiss_top(self.index.faiss_sentences, q, self.candidates, sent_allowed):
+                pool.update(c for c in self.index.sentences[s].chunks if allowed_mask[c])
+            ids = np.fromiter(pool, dtype=np.int64)
+            if len(ids):
+                chunk_sims = self.index.vectors[ids] @ q[0]
+                dense = {int(i): float(v) for i, v in zip(ids, chunk_sims, strict=True)}
+                for i in ids:
+                    sids = self._chunk_sentences.get(int(i), [])
+                    best = float(np.max(self.index.sentence_vectors[sids] @ q[0])) if sids else dense[int(i)]
+                    sentence[int(i)] = max(best, dense[int(i)])
+
+        if not pool:
+            return []
+        pool_ids = sorted(pool)
+        signals = {
+            "bm25": {i: float(bm25[i]) for i in pool_ids} if mode != "dense" else {},
+            "dense": dense,
+            "sentence": sentence,
+        }
+        fused = self._fuse(pool_ids, signals, mode)
+        order = sorted(pool_ids, key=lambda i: (-fused[i], i))
+        hits: list[Hit] = []
+        seen_groups: set[int] = set()
+        for i in order:
+            group = self.index.dup_of[i]
+            group = i if group is None else group
+            if group in seen_groups:
+                continue
+            seen_groups.add(group)
+            hits.append(Hit(chunks[i], fused[i], {name: sig[i] for name, sig in signals.items() if i in sig}))
+            if len(hits) == k:
+                break
+        return hits
+
+    def search_many(
+        self, requests: Sequence[tuple[str, int, Filters | None]]
+    ) -> list[tuple[list[Hit], float]]:
+        """(hits, milliseconds) for each (query, k, filters), in order. The queries are embedded
+        together: one forward pass for the batch instead of one per query. Each search's time
+        includes its share of that pass."""
+        started = time.perf_counter()
+        vectors = self.embedder.encode([query for query, _, _ in requests])
+        share = (time.perf_counter() - started) * 1000.0 / max(1, len(requests))
+        out = []
+        for (query, k, filters), vector in zip(requests, vectors, strict=True):
+            hits, took_ms = timed_search(self, query, k, filters, vector)
+            out.append((hits, took_ms + share))
+        return out
+
+    def _fuse(self, ids: list[int], signals: dict[str, dict[int, float]], mode: Mode) -> dict[int, float]:
+        if mode == "bm25":
+            return {i: signals["bm25"][i] for i in ids}
+        if mode == "dense":
+            return {i: signals["sentence"][i] for i in ids}
+        weights = {"bm25": self.weights.bm25, "dense": self.weights.dense, "sentence": self.weights.sentence}
+        fused = dict.fromkeys(ids, 0.0)
+        for name, sig in signals.items():
+            if not sig or weights[name] == 0:
+                continue
+            values = np.array([sig[i] for i in ids], dtype=np.float64)
+            if self.fusion == "rrf":
+                ranks = np.empty(len(ids))
+                ranks[np.argsort(-values, kind="stable")] = np.arange(1, len(ids) + 1)
+                contrib = 1.0 / (60.0 + ranks)
+            else:
+                # z-score against the signal's top NORM_TOP values in the pool: the long tail of
+                # weak candidates would otherwise set the scale (as min-max's minimum did).
+                top = np.sort(values)[::-1][:NORM_TOP]
+                std = float(top.std())
+                contrib = (values - float(top.mean())) / std if std > 0 else np.zeros_like(values)
+            for i, c in zip(ids, contrib, strict=True):
+                fused[i] += weights[name] * float(c)
+        return fused
+
+
+def timed_search(
+    retriever: Retriever, query: str, k: int, filters: Filters | None, vector: np.ndarray | None = None
+) -> tuple[list[Hit], float]:
+    """Search and the wall time it took, in milliseconds."""
+    started = time.perf_counter()
+    hits = retriever.search(query, k, filters, vector=vector)
+    return hits, (time.perf_counter() - started) * 1000.0

@@ -1,0 +1,86 @@
+"""Hybrid retrieval: quality on the dev questions, filters, de-duplication, edge queries."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.errors import InvalidRequestError
+from rag.eval.retrieval import evaluate, evidence_variants, fold, load_questions, passage_hits
+from rag.search.dedup import duplicate_of
+from rag.search.retrieval import Filters, Retriever
+from tests.conftest import DEV
+
+
+def test_retrieval_hybrid_beats_bm25_alone_on_dev_questions(retriever: Retriever) -> None:
+    questions = load_questions(DEV)
+    hybrid = evaluate(retriever, questions, "hybrid")
+    bm25 = evaluate(retriever, questions, "bm25")
+    assert hybrid.questions == 27
+    assert hybrid.hit[5] > bm25.hit[5]
+    assert hybrid.mrr10 > bm25.mrr10
+
+
+def test_retrieval_results_are_distinct_passages(retriever: Retriever) -> None:
+    for query in ["Working Links collapse", "probation renationalisation", "Gauke speech on sentencing"]:
+        hits = retriever.search(query, k=20)
+        groups = [retriever.index.dup_of[retriever.index.by_id[h.chunk.id]] or h.chunk.id for h in hits]
+        assert len(groups) == len(set(groups))
+        assert len({h.chunk.id for h in hits}) == len(hits)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_dedup_groups_repeated_passages() -> None:
+    para = "The failure of those reforms have led to poorer services for offenders and more risk."
+    other = "A completely different sentence about probation officers and their caseloads today."
+    assert duplicate_of([para, other, para + " Extra words.", other[:40]]) == [None, None, 0, None]
+
+
+@pytest.mark.parametrize(
+    "filters,check",
+    [
+        (Filters(kind=("reply",)), lambda c: c.kind == "reply"),
+        (Filters(document_id=("003_ea05dc3451fe564a",)), lambda c: c.document_id == "003_ea05dc3451fe564a"),
+        (Filters(source=("002_c9ebe3be5a93ccd6.txt",)), lambda c: c.source == "002_c9ebe3be5a93ccd6.txt"),
+        (Filters(date_from="2020-01-01"), lambda c: c.date is not None and c.date >= "2020-01-01"),
+        (
+            Filters(date_to="2019-12-31", kind=("post",)),
+            lambda c: c.kind == "post" and c.date <= "2019-12-31",
+        ),
+    ],
+)
+def test_retrieval_filters_restrict_every_result(
+    retriever: Retriever, filters: Filters, check: object
+) -> None:
+    hits = retriever.search("probation staff and the MoJ", k=10, filters=filters)
+    assert hits
+    assert all(check(h.chunk) for h in hits)  # type: ignore[operator]
+
+
+def test_retrieval_filter_matching_nothing_returns_empty(retriever: Retriever) -> None:
+    assert retriever.search("probation", filters=Filters(document_id=("nope",))) == []
+
+
+def test_retrieval_unknown_kind_is_refused() -> None:
+    with pytest.raises(InvalidRequestError, match="unknown kind 'tweet'"):
+        Filters(kind=("tweet",))
+
+
+@pytest.mark.parametrize("query", ["zzzzqqq xxyyzz", "!!!", "the and of", "café ünïcödé 日本語"])
+def test_retrieval_odd_queries_still_answer(retriever: Retriever, query: str) -> None:
+    hits = retriever.search(query, k=3)
+    assert len(hits) == 3  # dense retrieval always has neighbours
+
+
+def test_retrieval_empty_query_is_refused(retriever: Retriever) -> None:
+    with pytest.raises(InvalidRequestError, match="empty"):
+        retriever.search("   ")
+
+
+def test_eval_hit_rule_accepts_halves_and_folds_quotes() -> None:
+    evidence = "Cameron promised you wouldn’t hear him “arguing to neuter judges’ sentencing powers”"
+    assert passage_hits("...CAMERON promised you wouldn't   hear him ...", [evidence])
+    assert passage_hits('him "arguing to neuter judges\' sentencing powers" - end', [evidence])
+    assert not passage_hits("nothing relevant", [evidence])
+    assert fold(" A\u2019B\n C ") == "a'b c"
+    assert all(len(v) >= 15 for v in evidence_variants(evidence))
+    assert evidence_variants("too short") == ["too short"]
