@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 from pathlib import Path
 
@@ -62,3 +63,64 @@ def test_library_never_imports_fastapi() -> None:
         source = path.read_text(encoding="utf-8")
         assert "import fastapi" not in source and "from fastapi" not in source, path
     assert inspect.getsource(errors).count("status") > 3
+
+
+ROOT = Path(rag.__file__).parent
+TOP_LAYER = "rag.cli"  # the command line is the only part of the library that may use the web app
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, top_level_only: bool = False) -> set[str]:
+    """Modules `path` imports (by its syntax tree, lazy imports inside functions included unless
+    `top_level_only`), relative imports resolved."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    package = _module_name(path).rsplit(".", 0 if path.name == "__init__.py" else 1)[0]
+    out: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            out |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            out.add(base)
+            out |= {f"{base}.{alias.name}" for alias in node.names}
+    return out
+
+
+LIBRARY = sorted(ROOT.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: str(p.relative_to(ROOT.parent)))
+def test_library_never_imports_api_except_the_cli(path: Path) -> None:
+    name = _module_name(path)
+    if name == TOP_LAYER or name.startswith(f"{TOP_LAYER}."):
+        return
+    web = sorted(m for m in _imports(path) if m == "api" or m.startswith("api."))
+    assert not web, f"{name} imports {web}: only {TOP_LAYER} (the top layer) may import api"
+
+
+def test_library_import_graph_has_no_cycles() -> None:
+    names = {_module_name(p): p for p in LIBRARY}
+    graph = {
+        name: {m for m in _imports(path, top_level_only=True) if m in names and m != name}
+        for name, path in names.items()
+    }
+    done: set[str] = set()
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        assert name not in trail, "import cycle: " + " -> ".join([*trail[trail.index(name) :], name])
+        if name in done:
+            return
+        for target in sorted(graph[name]):
+            visit(target, (*trail, name))
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, ())
