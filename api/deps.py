@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from rag.backends import Registry
 from rag.errors import IndexNotBuiltError, RagError
 from rag.ingest.index import Index
 from rag.search.quotes import Quoter
@@ -20,6 +21,7 @@ class AppState:
     """What the lifespan loads; `ready` is set once a query can be answered."""
 
     settings: Settings
+    registry: Registry | None = None  # the backends these settings allow, loaded at startup
     retriever: Retriever | None = None
     quoter: Quoter | None = None  # one per retriever, so each document is folded once, not per request
     error: RagError | None = None
@@ -36,6 +38,12 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 def get_settings_dep(state: StateDep) -> Settings:
     return state.settings
+
+
+def get_registry(state: StateDep) -> Registry:
+    if state.registry is None:  # pragma: no cover - the lifespan sets it before serving
+        raise IndexNotBuiltError("the server is still starting; retry when GET /readyz answers 200")
+    return state.registry
 
 
 def get_retriever(state: StateDep) -> Retriever:
@@ -60,3 +68,4 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 RetrieverDep = Annotated[Retriever, Depends(get_retriever)]
 IndexDep = Annotated[Index, Depends(get_index)]
 QuoterDep = Annotated[Quoter, Depends(get_quoter)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors
 from api.deps import AppState
 from api.routes import ask, cite, documents, health, openai_compat, page, passages, search
+from rag.backends import load_registry
 from rag.errors import RagError
 from rag.ingest.embedding import Embedder
 from rag.search.quotes import Quoter
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None, retriever: Retriever | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.registry = load_registry(state.settings.backends_allow)
         if state.retriever is not None:
             state.quoter = Quoter(state.retriever)
             state.ready.set()

@@ -19,7 +19,7 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import iterate_in_threadpool
 
 from api.checks import check_history, check_query
-from api.deps import RetrieverDep, SettingsDep
+from api.deps import RegistryDep, RetrieverDep, SettingsDep
 from api.models import AskRequest, AskResponse
 from rag.answer.answering import Answer, Answerer
 from rag.search.retrieval import Filters
@@ -37,12 +37,12 @@ async def sse_events(items: Iterator[str | Answer]) -> AsyncIterator[dict[str, s
 
 
 @router.post("/ask", response_model=AskResponse)
-def ask(body: AskRequest, retriever: RetrieverDep, settings: SettingsDep) -> Any:
+def ask(body: AskRequest, retriever: RetrieverDep, settings: SettingsDep, registry: RegistryDep) -> Any:
     """A cited answer to a question from the archive; `"stream": true` for server-sent events."""
     check_query(body.question, settings.max_query_chars, "question")
     check_history(body.history)
     filters: Filters | None = body.filters.to_filters() if body.filters else None
-    answerer = Answerer.for_backend(body.backend, settings, retriever, body.options)
+    answerer = Answerer.for_backend(body.backend, settings, retriever, body.options, registry)
     items = answerer.stream(body.question, body.k, filters, body.history)
     if body.stream:
         return EventSourceResponse(sse_events(items), ping=600)

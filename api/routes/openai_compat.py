@@ -27,10 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import iterate_in_threadpool
 
 from api.checks import check_encodable, check_query
-from api.deps import RetrieverDep, SettingsDep
+from api.deps import RegistryDep, RetrieverDep, SettingsDep
 from api.models import AskResponse, SearchFilters
 from rag.answer.answering import Answer, Answerer
-from rag.backends import available_backends, get_backend
+from rag.backends import Registry
 from rag.errors import InvalidRequestError
 from rag.settings import Settings
 
@@ -74,20 +74,20 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-def backend_for(model: str, settings: Settings) -> str:
+def backend_for(model: str, settings: Settings, registry: Registry) -> str:
     """The backend a model name selects; UnknownBackendError (400) lists the choices."""
     name = model.strip()
     if name in (MODEL, ""):
         return settings.backend
     if name.startswith(f"{MODEL}/"):
         name = name[len(MODEL) + 1 :]
-    return get_backend(name).name
+    return registry.get(name).name
 
 
 @router.get("/models", response_model=ModelList)
-def models(settings: SettingsDep) -> ModelList:
+def models(registry: RegistryDep) -> ModelList:
     """The archive as models: `archive` (default backend) and `archive/<backend>` for each backend."""
-    names = available_backends(settings.backends_allow)
+    names = registry.names()
     return ModelList(data=[ModelCard(id=MODEL)] + [ModelCard(id=f"{MODEL}/{n}") for n in names])
 
 
@@ -103,7 +103,9 @@ def _extras(answer: Answer) -> dict[str, Any]:
 
 
 @router.post("/chat/completions")
-def chat_completions(body: ChatRequest, retriever: RetrieverDep, settings: SettingsDep) -> Any:
+def chat_completions(
+    body: ChatRequest, retriever: RetrieverDep, settings: SettingsDep, registry: RegistryDep
+) -> Any:
     """An OpenAI chat completion answering the last user message from the archive, with citations."""
     users = [m.text() for m in body.messages if m.role == "user"]
     if not users or not users[-1].strip():
@@ -113,7 +115,9 @@ def chat_completions(body: ChatRequest, retriever: RetrieverDep, settings: Setti
     question = check_query(users[-1], settings.max_query_chars, "question")
     for n, message in enumerate(body.messages):
         check_encodable(message.text(), f"messages[{n}].content")
-    answerer = Answerer.for_backend(backend_for(body.model, settings), settings, retriever)
+    answerer = Answerer.for_backend(
+        backend_for(body.model, settings, registry), settings, retriever, None, registry
+    )
     filters = body.filters.to_filters() if body.filters else None
     items = answerer.stream(question, body.k, filters, users[:-1])
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())

@@ -7,6 +7,11 @@ locked-down deployments never import whatever happens to be installed. When this
 from a checkout that was never installed, the built-ins are found at their known locations.
 
 `register` also works directly (tests register a scripted backend and remove it afterwards).
+
+Whoever serves requests builds a registry of its own with `load_registry(settings.backends_allow)`
+(the app does it in its lifespan and keeps it on its state), so the allow list is that caller's
+settings, not whichever caller happened to load the shared default first. Such a registry also
+offers the backends registered in code on the default registry.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ __all__ = [
     "create_backend",
     "get_backend",
     "load_backends",
+    "load_registry",
     "register",
     "registry",
     "unregister",
@@ -50,27 +56,49 @@ def _parse_allow(allow: str | None) -> set[str] | None:
 
 
 class Registry:
-    """Backends by name, with aliases; loads entry points once, on first use."""
+    """Backends by name, with aliases; loads entry points once, on first use.
 
-    def __init__(self, group: str = GROUP) -> None:
+    `also` is a registry whose backends registered in code (not its entry points) this one offers
+    too, after its own.
+    """
+
+    def __init__(self, group: str = GROUP, also: Registry | None = None) -> None:
         self.group = group
+        self.also = also
         self._classes: dict[str, type[LLMBackend]] = {}
         self._aliases: dict[str, str] = {}
+        self._in_code: set[str] = set()  # names added by register(), not by load()
         self._loaded = False
         self.failed: dict[str, str] = {}  # entry point name -> why it did not load
 
-    def register(self, cls: B) -> B:
-        """Add `cls` under `cls.name` and its aliases (usable as a class decorator)."""
+    def _add(self, cls: B) -> B:
         self._classes[cls.name] = cls
         for alias in cls.aliases:
             self._aliases[alias] = cls.name
         return cls
 
+    def register(self, cls: B) -> B:
+        """Add `cls` under `cls.name` and its aliases (usable as a class decorator)."""
+        self._in_code.add(cls.name)
+        return self._add(cls)
+
     def unregister(self, name: str) -> None:
+        self._in_code.discard(name)
         cls = self._classes.pop(name, None)
         if cls is not None:
             for alias in cls.aliases:
                 self._aliases.pop(alias, None)
+
+    def _registered_in_code(self) -> dict[str, type[LLMBackend]]:
+        """Backends of `also` registered in code, by name and alias."""
+        if self.also is None:
+            return {}
+        out: dict[str, type[LLMBackend]] = {}
+        for name in self.also._in_code:
+            cls = self.also._classes[name]
+            out[name] = cls
+            out.update({alias: cls for alias in cls.aliases})
+        return out
 
     def load(self, allow: str | None = None, eps: list[EntryPoint] | None = None) -> None:
         """Load the entry-point group (or `eps`), keeping only names in `allow` when it is set."""
@@ -91,7 +119,7 @@ class Registry:
             if not (isinstance(cls, type) and issubclass(cls, LLMBackend)):
                 self.failed[ep.name] = f"{ep.value} is not an LLMBackend subclass"
                 continue
-            self.register(cls)
+            self._add(cls)
         self._loaded = True
 
     def ensure_loaded(self, allow: str | None = None) -> None:
@@ -101,12 +129,15 @@ class Registry:
 
     def names(self) -> list[str]:
         self.ensure_loaded()
-        return sorted(self._classes)
+        extra = {cls.name for cls in self._registered_in_code().values()}
+        return sorted(set(self._classes) | extra)
 
     def get(self, name: str) -> type[LLMBackend]:
         self.ensure_loaded()
         key = name.strip().lower()
         key = self._aliases.get(key, key)
+        if key not in self._classes and key in (extra := self._registered_in_code()):
+            return extra[key]
         if key not in self._classes:
             known = ", ".join(self.names()) or "none"
             hint = f" ({self.failed[key]})" if key in self.failed else ""
@@ -115,7 +146,14 @@ class Registry:
 
 
 registry = Registry()
-_default = registry
+
+
+def load_registry(allow: str | None) -> Registry:
+    """A registry of its own: the entry points `allow` permits (all when None), plus the backends
+    registered in code on the default registry."""
+    own = Registry(also=registry)
+    own.load(allow)
+    return own
 
 
 def load_backends(allow: str | None = None) -> None:
@@ -149,7 +187,6 @@ def create_backend(
     registry: Registry | None = None,
 ) -> LLMBackend:
     """A ready backend: `name` (default: settings.backend) configured from settings and options,
-    from `registry` (default: the module's registry, loaded with settings.backends_allow)."""
-    chosen = registry if registry is not None else _default
-    chosen.ensure_loaded(settings.backends_allow)
+    from `registry` (default: one loaded for these settings' allow list)."""
+    chosen = registry if registry is not None else load_registry(settings.backends_allow)
     return chosen.get(name or settings.backend).create(settings, options)

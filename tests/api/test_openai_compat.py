@@ -5,7 +5,10 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
+from starlette.testclient import TestClient
 
+from rag.search.retrieval import Retriever
+from rag.settings import Settings
 from tests.conftest import LiveServer
 
 QUESTION = "From when will HM Inspectorate of Probation quality assure Serious Further Offence reviews?"
@@ -73,3 +76,16 @@ def test_chat_unknown_model_is_400(oai: openai.OpenAI) -> None:
 def test_chat_without_a_question_is_422(client: httpx.Client, messages: list[dict[str, str]]) -> None:
     response = client.post("/v1/chat/completions", json={"model": "archive", "messages": messages})
     assert response.status_code == 422
+
+
+def test_models_follow_each_apps_own_allow_list(settings: Settings, retriever: Retriever) -> None:
+    from api.main import create_app
+
+    for allow, expected in (("openai", ["archive", "archive/openai"]), (None, None)):
+        app = create_app(settings.model_copy(update={"backends_allow": allow}), retriever=retriever)
+        with TestClient(app) as http:
+            ids = [m["id"] for m in http.get("/v1/models").json()["data"]]
+        if expected is not None:
+            assert ids == expected
+        else:
+            assert {"archive/extractive", "archive/openai", "archive/local"} <= set(ids)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from rag.answer.prompting import Prompt, Source
-from rag.backends import BUILTINS, Registry, create_backend, get_backend
+from rag.backends import BUILTINS, Registry, create_backend, get_backend, load_registry, register, unregister
 from rag.backends.base import LLMBackend
 from rag.backends.extractive import ExtractiveBackend
 from rag.backends.local import LocalBackend
@@ -130,3 +130,18 @@ def test_ask_uses_a_registered_backend_by_alias(
     scripted.enqueue("Scripted says so [1].")
     data = client.post("/v1/ask", json={"question": "Who runs probation?", "backend": "script"}).json()
     assert data["backend"] == "scripted" and data["answer"] == "Scripted says so [1]."
+
+
+def test_load_registry_keeps_its_own_allow_list_and_backends_registered_in_code() -> None:
+    register(EchoBackend)
+    try:
+        only = load_registry("openai")
+        every = load_registry(None)
+        assert only.names() == ["echo", "openai"]  # whoever loads later does not widen it
+        assert only.get("parrot") is EchoBackend
+        assert {"echo", "extractive", "local", "openai"} <= set(every.names())
+        with pytest.raises(UnknownBackendError, match="known backends: echo, openai"):
+            only.get("extractive")
+    finally:
+        unregister(EchoBackend.name)
+    assert only.names() == ["openai"]
