@@ -72,3 +72,17 @@ def make_retriever(settings: Settings, index: Index, embedder: Embedder) -> Retr
         weights=FusionWeights(bm25=1.0 - settings.dense_weight, dense=0.0, sentence=settings.dense_weight),
         candidates=settings.candidates,
     )
+
+
+def retriever_variant(settings: Settings, base: Retriever) -> Retriever:
+    """A retriever for `settings` beside `base`, for comparing the two: it shares `base`'s model and
+    index where the settings still fit them and builds a new index in memory where they do not."""
+    manifest = base.index.manifest
+    embedder = base.embedder
+    if settings.model != manifest["model"]:
+        embedder = Embedder(settings.model, settings.device)
+    current = IndexConfig(manifest["model"], manifest["chunking"]["size"], manifest["chunking"]["overlap"])
+    index = base.index
+    if index_config(settings) != current:
+        index = build(load_corpus(settings.data_dir), embedder, index_config(settings))
+    return make_retriever(settings, index, embedder)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from rag.answer.answering import Answer, Answerer
 from rag.eval.retrieval import Question
 from rag.text import fold
@@ -65,10 +67,16 @@ class AnswerReport:
 
 def evaluate_answers(answerer: Answerer, questions: Sequence[Question], k: int = 5) -> AnswerReport:
     """Answer every question with `answerer` and score the answers (see module docstring)."""
-    report = AnswerReport(answerer.backend.name)
-    for q in questions:
-        answer = answerer.answer(q.question, k)
-        if answer.backend != answerer.backend.name:
+    return score_answers(
+        answerer.backend.name, questions, [answerer.answer(q.question, k) for q in questions]
+    )
+
+
+def score_answers(backend: str, questions: Sequence[Question], answers: Sequence[Answer]) -> AnswerReport:
+    """Score answers already made by `backend`, one per question, in order."""
+    report = AnswerReport(backend)
+    for q, answer in zip(questions, answers, strict=True):
+        if answer.backend != backend:
             report.fallbacks += 1
         checks = [] if answer.abstained else marker_checks(answer)
         report.markers += len(checks)
@@ -76,8 +84,7 @@ def evaluate_answers(answerer: Answerer, questions: Sequence[Question], k: int =
         if q.answerable:
             report.answerable += 1
             report.abstained_answerable += answer.abstained
-            folded = fold(answer.text)
-            if any(fold(a) in folded for a in q.answers):
+            if contains_gold(answer.text, q):
                 report.contains_gold += 1
             else:
                 report.failures.append(q.id)
@@ -87,3 +94,26 @@ def evaluate_answers(answerer: Answerer, questions: Sequence[Question], k: int =
             if not answer.abstained:
                 report.failures.append(q.id)
     return report
+
+
+def answer_outcomes(questions: Sequence[Question], answers: Sequence[Answer]) -> dict[str, np.ndarray]:
+    """Per question (NaN where it does not apply): `gold` (answerable: the answer holds a gold
+    string), `refused` (answerable: it abstained), `abstained` (unanswerable: it abstained) and
+    `markers_valid` (the share of its [n] markers whose citation holds the cited sentence)."""
+    n = len(questions)
+    out = {name: np.full(n, np.nan) for name in ("gold", "refused", "abstained", "markers_valid")}
+    for i, (q, answer) in enumerate(zip(questions, answers, strict=True)):
+        checks = [] if answer.abstained else marker_checks(answer)
+        if checks:
+            out["markers_valid"][i] = sum(checks) / len(checks)
+        if q.answerable:
+            out["refused"][i] = float(answer.abstained)
+            out["gold"][i] = float(not answer.abstained and contains_gold(answer.text, q))
+        else:
+            out["abstained"][i] = float(answer.abstained)
+    return out
+
+
+def contains_gold(text: str, question: Question) -> bool:
+    folded = fold(text)
+    return any(fold(a) in folded for a in question.answers)

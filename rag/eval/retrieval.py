@@ -52,6 +52,7 @@ class Question:
     source: str | None = None
     where: str | None = None
     kind: str | None = None
+    question_set: str | None = None  # the file it came from (its stem), for figures per set
 
     @property
     def answerable(self) -> bool:
@@ -74,6 +75,7 @@ def load_questions(path: Path) -> list[Question]:
                     source=data.get("source"),
                     where=data.get("where"),
                     kind=data.get("kind"),
+                    question_set=path.stem,
                 )
             )
         except (ValueError, KeyError, TypeError) as exc:

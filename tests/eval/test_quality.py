@@ -1,0 +1,117 @@
+"""Quality reports on the real index: intervals by kind and set, the BM25 reference, paired
+comparisons and cross-validated choices (rag/eval/quality.py, rag/eval/answers.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rag.answer.answering import Answerer
+from rag.backends.extractive import ExtractiveBackend
+from rag.eval.answers import answer_outcomes
+from rag.eval.quality import (
+    answer_report,
+    compare,
+    cross_validate_answers,
+    ranks_to_outcomes,
+    retrieval_report,
+    summarize,
+)
+from rag.eval.retrieval import Question, load_questions
+from rag.search.retrieval import FusionWeights, Retriever
+from rag.settings import Settings
+from tests.conftest import DEV
+
+
+def _some(n: int = 10) -> list[Question]:
+    questions = load_questions(DEV)
+    answerable = [q for q in questions if q.answerable][: n - 2]
+    return answerable + [q for q in questions if not q.answerable][:2]
+
+
+def test_load_questions_records_the_set_each_came_from() -> None:
+    assert {q.question_set for q in load_questions(DEV)} == {DEV.stem}
+
+
+def test_outcomes_are_nan_where_a_metric_does_not_apply() -> None:
+    qs = [Question("a", "q?", ["x"], ["ev"], kind="fact"), Question("b", "q?", [], [], kind="unanswerable")]
+    out = ranks_to_outcomes({"a": 3}, qs)
+    assert out["hit@1"][0] == 0.0 and out["hit@3"][0] == 1.0 and out["mrr@10"][0] == 1 / 3
+    assert np.isnan(out["hit@5"][1])
+    summary = summarize(out, qs)
+    assert summary["all"]["hit@3"]["n"] == 1
+    assert set(summary["by_kind"]) == {"fact", "unanswerable"}
+    assert "hit@3" not in summary["by_kind"]["unanswerable"]
+
+
+def test_compare_pairs_only_questions_both_sides_scored() -> None:
+    a = {"m": np.array([0.0, 1.0, np.nan])}
+    b = {"m": np.array([1.0, 1.0, 0.0])}
+    result = compare(a, b)["m"]
+    assert (result["wins"], result["losses"], result["ties"]) == (1, 0, 1)
+    assert result["difference"] == 0.5
+
+
+def test_retrieval_report_gives_intervals_by_kind_and_set_beside_the_bm25_reference(
+    retriever: Retriever,
+) -> None:
+    questions = _some()
+    before = retriever.weights
+    other = Retriever(retriever.index, retriever.embedder, FusionWeights(bm25=1.0, sentence=0.0))
+    report = retrieval_report(retriever, questions, cv=2, against=other)
+    hybrid = report["hybrid"]
+    assert hybrid["questions"] == 8
+    assert hybrid["all"]["hit@5"]["n"] == 8
+    low, high = hybrid["all"]["mrr@10"]["ci95"]
+    assert low <= hybrid["all"]["mrr@10"]["value"] <= high
+    assert set(hybrid["by_set"]) == {DEV.stem}
+    assert "hit@5" in report["bm25_1000_chars"]["all"]
+    paired = hybrid["paired_with_bm25_1000_chars"]["hit@5"]
+    assert paired["wins"] + paired["losses"] + paired["ties"] == 8
+    against = report["against"]["paired"]["mrr@10"]
+    assert against["wins"] + against["losses"] + against["ties"] == 8
+    assert sum(c["folds"] for c in report["cross_validated"]["chosen"]) == 2 * 3
+    assert retriever.weights == before  # the cross-validation put the weights back
+
+
+def test_answer_outcomes_mark_gold_refusals_and_abstentions(retriever: Retriever, settings: Settings) -> None:
+    questions = _some(6)
+    answerer = Answerer(ExtractiveBackend(settings), retriever)
+    answers = [answerer.answer(q.question) for q in questions]
+    out = answer_outcomes(questions, answers)
+    for i, (q, a) in enumerate(zip(questions, answers, strict=True)):
+        if q.answerable:
+            assert out["refused"][i] == float(a.abstained)
+            assert np.isnan(out["abstained"][i])
+        else:
+            assert out["abstained"][i] == float(a.abstained)
+            assert np.isnan(out["gold"][i])
+    assert np.nanmin(out["markers_valid"]) == 1.0
+
+
+def test_answer_report_cross_validates_the_extractive_threshold(
+    retriever: Retriever, settings: Settings
+) -> None:
+    questions = _some(10)
+    answerer = Answerer(ExtractiveBackend(settings), retriever)
+    strict = Answerer(ExtractiveBackend(settings, ExtractiveBackend.Options(min_score=0.9)), retriever)
+    report = answer_report(answerer, questions, cv=2, against=strict)
+    assert report["all"]["gold"]["n"] == 8
+    assert report["all"]["abstained"]["n"] == 2
+    # a stricter threshold refuses every question the default refuses, and more
+    assert report["against"]["paired"]["refused"]["losses"] == 0
+    assert report["against"]["paired"]["refused"]["wins"] > 0
+    assert report["against"]["figures"]["all"]["refused"]["value"] > report["all"]["refused"]["value"]
+    cv = report["cross_validated"]
+    assert cv["setting"] == ["lexical_weight", "min_score"]
+    assert set(cv["held_out"]) >= {"gold", "refused", "abstained"}
+
+
+def test_cross_validate_answers_needs_the_extractive_backend(
+    retriever: Retriever, settings: Settings
+) -> None:
+    from tests.scripted import ScriptedBackend
+
+    answerer = Answerer(ScriptedBackend(settings), retriever)
+    with pytest.raises(TypeError, match="extractive"):
+        cross_validate_answers(answerer, _some(4), k=2)
