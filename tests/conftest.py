@@ -32,6 +32,8 @@ DATA = ROOT / "data"
 DEV = ROOT.parent / "shared" / "eval" / "dev.jsonl"
 if not DEV.exists():  # CI keeps shared/ beside the clone; fall back to a copy in the repo
     DEV = ROOT / "tests" / "data" / "dev.jsonl"
+# Every question set: dev and tune from shared/ (or their copies here), and the reworded set.
+QUESTION_SETS = [DEV, DEV.with_name("tune.jsonl"), ROOT / "tests" / "data" / "reworded.jsonl"]
 
 
 @pytest.fixture(scope="session")

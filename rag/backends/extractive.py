@@ -6,11 +6,15 @@ blended with how close it is in meaning (the similarity retrieval gave the sente
 `Source.sentences`), so a reworded question still finds its answer. A
 sentence that is itself a question, or too short to say anything, is scored lower; when the best
 one is a heading or a question ("Will staff be made redundant?") the sentence that follows it,
-which usually holds the answer, is taken with it. Questions asking for a quantity ("how many",
-"what share", "how much") only accept sentences that contain a number.
+which usually holds the answer, is taken with it. A question that asks for a quantity ("how
+many", "what share", "how much") only accepts sentences holding a number it does not already hold
+(a year is not a count), and one that asks for a date ("when did", "in what year") only sentences
+holding a date or a year it does not already hold: an on-topic sentence without the kind of thing
+asked for is no answer, and quoting it would answer a question the archive cannot.
 
-It abstains with `ABSTAIN` when no sentence reaches `min_score` (chosen on the dev questions and
-a second written set, see README) or a quantity question finds no number. Sentences that read as
+It abstains with `ABSTAIN` when no sentence reaches `min_score` or none holds what a quantity or
+date question asks for. `lexical_weight` and `min_score` were chosen by cross-validation over every
+question set (`rag eval --answers --cv 5`, see README). Sentences that read as
 instructions to an AI ("ignore previous instructions"), and the rest of a passage holding one, are
 never quoted.
 """
@@ -29,11 +33,6 @@ from rag.answer.prompting import ABSTAIN, Prompt, Source
 from rag.backends.base import LLMBackend
 from rag.text import ANSWER_STOPWORDS, TERM_WORD, split_quotable, squash, stem, straighten_apostrophes
 
-_NUMBER = re.compile(
-    r"\d|£|\$|%|\bper ?cent\b|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
-    r"twenty|thirty|forty|fifty|hundred|thousand|million|billion|half|dozen)\b",
-    re.IGNORECASE,
-)
 # "How much" asks for an amount, written with digits, a currency or a magnitude ("five years" is not one).
 _AMOUNT = re.compile(r"\d|£|\$|€|%|\bper ?cent\b|\b(million|billion|thousand|hundred|half)\b", re.IGNORECASE)
 _HOW_MUCH = re.compile(r"\bhow much\b", re.IGNORECASE)
@@ -72,6 +71,39 @@ def is_quantity_question(question: str) -> bool:
     return bool(_QUANTITY.search(question))
 
 
+_DATE_QUESTION = re.compile(
+    r"^\W*when (was|were|did|is|are|will|does|do|had|has)\b|"
+    r"\b(in|on|by|from|until|since) (what|which) (year|date|month|day)\b|\b(what|which) (year|date|month)\b",
+    re.IGNORECASE,
+)
+_DATE = re.compile(
+    r"\b(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\b|\b(19|20)\d\d\b|\b\d{1,2}(st|nd|rd|th)\b|"
+    r"\b(yesterday|today|tomorrow|monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b",
+    re.IGNORECASE,
+)
+# A count: digits, a percentage or a number word. Not "one", which is far more often a pronoun
+# ("I for one") than an answer.
+_COUNT = re.compile(
+    r"\d(?:[\d,.]*\d)?%?|\bper ?cent\b|\b(two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|"
+    r"thirty|forty|fifty|hundred|thousand|million|billion|half|dozen)\b",
+    re.IGNORECASE,
+)
+_YEAR = re.compile(r"(19|20)\d\d")
+
+
+def gives_answer_type(question: str, text: str) -> bool:
+    """False when `question` asks for a date or a count and `text` holds none that the question
+    does not already hold; True for every other question."""
+    asked = question.lower()
+    if _DATE_QUESTION.search(question):
+        return any(m.group(0).lower() not in asked for m in _DATE.finditer(text))
+    if is_quantity_question(question):
+        return any(
+            m.group(0).lower() not in asked and not _YEAR.fullmatch(m.group(0)) for m in _COUNT.finditer(text)
+        )
+    return True
+
+
 def similarity(text: str, sentences: Sequence[tuple[str, float]]) -> float | None:
     """How close `text` is in meaning to the question: the best similarity retrieval gave an
     indexed sentence that overlaps it (the index splits sentences a little differently), or None
@@ -99,12 +131,16 @@ class ExtractiveBackend(LLMBackend):
     supports_streaming = True
 
     class Options(LLMBackend.Options):
-        max_sentences: int = Field(2, ge=1, le=5, description="Most sentences quoted.")
-        # Chosen on the dev questions and 30 written later (README, "Cited answers"): weights from
-        # 0.5 to 0.7 and thresholds from 0.33 to 0.37 all did about as well. Lexical cover alone
-        # refused reworded questions; meaning alone quoted on-topic sentences that answer nothing.
+        # Quoting up to three sentences (each within `relative` of the best) holds a gold answer on
+        # 7 more of 131 questions than two, and never fewer (README, "Answer quality").
+        max_sentences: int = Field(3, ge=1, le=5, description="Most sentences quoted.")
+        # Both chosen by 5-fold cross-validation over every question set (`rag eval --answers --cv
+        # 5`): among settings refusing at most 10% of answerable training questions, the one that
+        # abstains most on unanswerable ones and quotes a gold answer most often; 12 of 15 folds
+        # chose these. Lexical cover alone refused reworded questions; meaning alone quoted
+        # on-topic sentences that answer nothing.
         lexical_weight: float = Field(
-            0.6, ge=0.0, le=1.0, description="Share of a score from word cover; the rest from meaning."
+            0.4, ge=0.0, le=1.0, description="Share of a score from word cover; the rest from meaning."
         )
         min_score: float = Field(
             0.35, ge=0.0, le=1.0, description="Abstain when no sentence scores this much."
@@ -130,7 +166,6 @@ class ExtractiveBackend(LLMBackend):
                 total += 1
         weight = {t: math.log(1 + (total + 1) / (df[t] + 1)) for t in wanted}
         norm = sum(weight.values()) or 1.0
-        quantity = is_quantity_question(question)
         how_much = bool(_HOW_MUCH.search(question))
         out: list[Candidate] = []
         for rank, (source, sents) in enumerate(sentences):
@@ -146,7 +181,7 @@ class ExtractiveBackend(LLMBackend):
                         text, j = f"{text} {sents[j]}", j + 1
                         if len(text.split()) >= LEAD_WORDS:
                             break
-                if quantity and not _NUMBER.search(text):
+                if not gives_answer_type(question, text):
                     continue
                 if how_much and not _AMOUNT.search(text):
                     continue
