@@ -78,6 +78,21 @@ def concurrent_search(url: str, clients: int, n: int, k: int) -> float:
     return round(asyncio.run(run()), 1)
 
 
+def encode_ms(n: int) -> list[float]:
+    """Milliseconds of n single-query encodes with the raw model in this process: the floor a
+    search's latency is compared against (issue 8: search p50 within 2x of one encode)."""
+    from rag.ingest.embedding import Embedder
+
+    embedder = Embedder()
+    embedder.encode(["warm up"])
+    ms = []
+    for i in range(n):
+        t = time.perf_counter()
+        embedder.encode([question(4 * n + i)])
+        ms.append((time.perf_counter() - t) * 1000)
+    return ms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--queries", type=int, default=200)
@@ -141,6 +156,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+    encode = encode_ms(args.queries)  # after the server stops, so the two never share the cores
 
     print(
         json.dumps(
@@ -156,6 +172,8 @@ def main() -> None:
                 "server_rss_mb": round(rss, 0),
                 "search_http_ms": summary(wall),
                 "search_server_ms": {"p50": pct(server_ms, 0.5), "p95": pct(server_ms, 0.95)},
+                "query_encode_ms": summary(encode),
+                "search_http_p50_over_encode_p50": round(pct(wall, 0.5) / pct(encode, 0.5), 2),
                 "ask_extractive_http_ms": summary(ask_ms),
                 "cite_http_ms": summary(cite_ms),
                 "queries": args.queries,

@@ -123,6 +123,14 @@ class Retriever:
         for s, sentence in enumerate(index.sentences):
             for c in sentence.chunks:
                 self._chunk_sentences[c].append(s)
+        # The same map flattened (CSR): chunk i's sentences are
+        # _sentence_ids[_sentence_ptr[i] : _sentence_ptr[i + 1]], so the sentence signal for a whole
+        # candidate pool is a few array operations, not a Python loop.
+        counts = np.array([len(self._chunk_sentences.get(i, ())) for i in range(len(index.chunks))], np.int64)
+        self._sentence_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._sentence_ids = np.fromiter(
+            (s for i in range(len(index.chunks)) for s in self._chunk_sentences.get(i, ())), np.int64
+        )
         # An answer embeds its query twice (search, then sentence scores): remember recent vectors.
         self.query_vector = lru_cache(maxsize=256)(self._encode_query)
 
@@ -143,6 +151,22 @@ class Retriever:
         return [(self.index.sentences[i].text, float(v)) for i, v in zip(ids, sims, strict=True)]
 
     # ------------------------------------------------------------ signals
+
+    def _best_sentence(self, ids: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """(len(ids),) the best cosine of `q` with any sentence of each chunk; -inf for none."""
+        starts = self._sentence_ptr[ids]
+        counts = self._sentence_ptr[ids + 1] - starts
+        best = np.full(len(ids), -np.inf, dtype=np.float32)
+        total = int(counts.sum())
+        if total == 0:
+            return best
+        # positions of every candidate's sentences in _sentence_ids, candidate after candidate
+        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        sentences = self._sentence_ids[offsets + np.arange(total)]
+        np.maximum.at(
+            best, np.repeat(np.arange(len(ids)), counts), self.index.sentence_vectors[sentences] @ q
+        )
+        return best
 
     def _bm25_scores(self, query: str) -> np.ndarray:
         """(n_chunks,) BM25 scores; zeros when no query term is in the vocabulary."""
@@ -223,10 +247,8 @@ class Retriever:
             if len(ids):
                 chunk_sims = self.index.vectors[ids] @ q[0]
                 dense = {int(i): float(v) for i, v in zip(ids, chunk_sims, strict=True)}
-                for i in ids:
-                    sids = self._chunk_sentences.get(int(i), [])
-                    best = float(np.max(self.index.sentence_vectors[sids] @ q[0])) if sids else dense[int(i)]
-                    sentence[int(i)] = max(best, dense[int(i)])
+                best = np.maximum(chunk_sims, self._best_sentence(ids, q[0]))
+                sentence = {int(i): float(v) for i, v in zip(ids, best, strict=True)}
 
         if not pool:
             return []
