@@ -50,12 +50,14 @@ fix: setup-test
 bench: setup
 	$(BIN)/python scripts/bench.py
 
-# The dev questions from ../shared when it is beside the clone, else the copy in tests/data.
-DEV := $(firstword $(wildcard ../shared/eval/dev.jsonl) tests/data/dev.jsonl)
+# Every question set, pooled: dev and tune from ../shared when it is beside the clone (else their
+# copies in tests/data), and the reworded set. Figures come with intervals and cross-validated choices.
+EVALDIR := $(firstword $(wildcard ../shared/eval) tests/data)
+QUESTIONS := --questions $(EVALDIR)/dev.jsonl --questions $(EVALDIR)/tune.jsonl --questions tests/data/reworded.jsonl
 
 eval: setup
-	$(BIN)/rag eval --questions $(DEV)
-	$(BIN)/rag eval --questions $(DEV) --answers
+	$(BIN)/rag eval $(QUESTIONS) --cv 5
+	$(BIN)/rag eval $(QUESTIONS) --cv 5 --answers
 
 clean:
 	rm -rf $(VENV) index/current index/build-*
