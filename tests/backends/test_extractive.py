@@ -19,7 +19,7 @@ from rag.eval.retrieval import load_questions
 from rag.search.retrieval import Retriever
 from rag.settings import Settings
 from tests.answer.test_answering import chunk
-from tests.conftest import DEV, QUESTION_SETS
+from tests.conftest import QUESTION_SETS
 
 
 @pytest.fixture
