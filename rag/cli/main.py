@@ -235,6 +235,12 @@ def evaluate(
 
     s = settings()
     changed, options = _overrides(against or [])
+    if options and not answers:
+        err.print(
+            f"[red]--against {', '.join(options)}: not a RAG_ setting[/red] "
+            "(backend options such as min_score apply with --answers)"
+        )
+        raise typer.Exit(2)
     with reported():
         qs = [q for path in questions for q in load_questions(path)]
         retriever = _retriever(s)

@@ -4,7 +4,7 @@ A few dozen questions make every figure noisy, so each figure comes with a boots
 (resampling questions), two configurations are compared on the same questions (how many each wins,
 and an interval for the mean difference), and settings are chosen by k-fold cross-validation: the
 choice is made on the training folds and scored on the held-out fold, so the reported figure is one
-the choice never saw. Pure numpy; nothing here knows about retrieval or answers.
+the choice never saw. Numpy only; nothing here knows about retrieval or answers.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from rag.errors import InvalidRequestError
 
 RESAMPLES = 2000
 SEED = 0
@@ -77,7 +79,9 @@ def paired(a: Sequence[float], b: Sequence[float]) -> Paired:
 def folds(n: int, k: int, seed: int) -> list[np.ndarray]:
     """`k` disjoint held-out index sets covering range(n), shuffled by `seed`."""
     if not 2 <= k <= n:
-        raise ValueError(f"cross-validation needs 2 <= folds <= questions (got {k} folds, {n} questions)")
+        raise InvalidRequestError(
+            f"cross-validation needs 2 <= folds <= questions (got {k} folds, {n} questions)"
+        )
     order = np.random.default_rng(seed).permutation(n)
     return [np.sort(order[i::k]) for i in range(k)]
 

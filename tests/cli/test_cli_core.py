@@ -58,6 +58,21 @@ def test_cli_eval_against_needs_key_value(env: dict[str, str]) -> None:
     assert "KEY=VALUE" in result.output
 
 
+def test_cli_eval_against_an_unknown_setting_is_refused(env: dict[str, str]) -> None:
+    result = runner.invoke(app, ["eval", "--questions", str(DEV), "--against", "nonsense=1"], env=env)
+    assert result.exit_code == 2
+    assert "not a RAG_ setting" in result.output
+
+
+def test_cli_eval_more_folds_than_questions_is_one_clean_line(env: dict[str, str], tmp_path: Path) -> None:
+    few = tmp_path / "few.jsonl"
+    few.write_text("\n".join(DEV.read_text(encoding="utf-8").splitlines()[:3]), encoding="utf-8")
+    result = runner.invoke(app, ["eval", "--questions", str(few), "--cv", "5"], env=env)
+    assert result.exit_code == 1
+    assert "cross-validation needs 2 <= folds <= questions" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_cli_ingest_reports_bad_files_and_indexes_the_rest(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

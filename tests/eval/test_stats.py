@@ -7,6 +7,7 @@ from collections.abc import Hashable
 import numpy as np
 import pytest
 
+from rag.errors import InvalidRequestError
 from rag.eval.stats import Table, cross_validate, figure, folds, mean_ci, paired
 
 
@@ -58,7 +59,7 @@ def test_folds_are_disjoint_and_cover_every_question() -> None:
     assert len(parts) == 5
     joined = np.concatenate(parts)
     assert sorted(joined.tolist()) == list(range(23))
-    with pytest.raises(ValueError, match="folds"):
+    with pytest.raises(InvalidRequestError, match="folds"):
         folds(3, 5, seed=0)
 
 
