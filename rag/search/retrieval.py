@@ -17,7 +17,6 @@ member, so repeats never crowd a result list.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -118,19 +117,15 @@ class Retriever:
         if corpus:
             self._bm25.index(tokens, show_progress=False)
         self._vocab: dict[str, int] = tokens.vocab
-        # chunk -> its sentences, for the sentence signal
-        self._chunk_sentences: dict[int, list[int]] = defaultdict(list)
-        for s, sentence in enumerate(index.sentences):
-            for c in sentence.chunks:
-                self._chunk_sentences[c].append(s)
-        # The same map flattened (CSR): chunk i's sentences are
+        # chunk -> its sentences, flattened (CSR): chunk i's sentences, in file order, are
         # _sentence_ids[_sentence_ptr[i] : _sentence_ptr[i + 1]], so the sentence signal for a whole
         # candidate pool is a few array operations, not a Python loop.
-        counts = np.array([len(self._chunk_sentences.get(i, ())) for i in range(len(index.chunks))], np.int64)
+        pairs = [(c, s) for s, sentence in enumerate(index.sentences) for c in sentence.chunks]
+        chunk_of = np.array([c for c, _ in pairs], dtype=np.int64)
+        order = np.argsort(chunk_of, kind="stable")  # stable: sentences stay in file order
+        self._sentence_ids = np.array([s for _, s in pairs], dtype=np.int64)[order]
+        counts = np.bincount(chunk_of, minlength=len(index.chunks))
         self._sentence_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self._sentence_ids = np.fromiter(
-            (s for i in range(len(index.chunks)) for s in self._chunk_sentences.get(i, ())), np.int64
-        )
         # An answer embeds its query twice (search, then sentence scores): remember recent vectors.
         self.query_vector = lru_cache(maxsize=256)(self._encode_query)
 
@@ -146,8 +141,8 @@ class Retriever:
         if position is None:
             return []
         q = self.query_vector(query)
-        ids = self._chunk_sentences.get(position, [])
-        sims = self.index.sentence_vectors[ids] @ q if ids else []
+        ids = self._sentence_ids[self._sentence_ptr[position] : self._sentence_ptr[position + 1]]
+        sims = self.index.sentence_vectors[ids] @ q
         return [(self.index.sentences[i].text, float(v)) for i, v in zip(ids, sims, strict=True)]
 
     # ------------------------------------------------------------ signals
