@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from pydantic import Field
@@ -91,17 +91,29 @@ _COUNT = re.compile(
 _YEAR = re.compile(r"(19|20)\d\d")
 
 
-def gives_answer_type(question: str, text: str) -> bool:
-    """False when `question` asks for a date or a count and `text` holds none that the question
-    does not already hold; True for every other question."""
+def answer_checks(question: str) -> list[Callable[[str], bool]]:
+    """What a sentence must hold to answer `question`, worked out once per question: a date or a
+    count the question does not already hold, and for "how much" an amount. Empty for questions
+    that ask for no particular kind of thing."""
     asked = question.lower()
+    checks: list[Callable[[str], bool]] = []
     if _DATE_QUESTION.search(question):
-        return any(m.group(0).lower() not in asked for m in _DATE.finditer(text))
-    if is_quantity_question(question):
-        return any(
-            m.group(0).lower() not in asked and not _YEAR.fullmatch(m.group(0)) for m in _COUNT.finditer(text)
+        checks.append(lambda text: any(m.group(0).lower() not in asked for m in _DATE.finditer(text)))
+    elif is_quantity_question(question):
+        checks.append(
+            lambda text: any(
+                m.group(0).lower() not in asked and not _YEAR.fullmatch(m.group(0))
+                for m in _COUNT.finditer(text)
+            )
         )
-    return True
+    if _HOW_MUCH.search(question):
+        checks.append(lambda text: bool(_AMOUNT.search(text)))
+    return checks
+
+
+def gives_answer_type(question: str, text: str) -> bool:
+    """True when `text` holds what `question` asks for (see `answer_checks`)."""
+    return all(check(text) for check in answer_checks(question))
 
 
 def similarity(text: str, sentences: Sequence[tuple[str, float]]) -> float | None:
@@ -166,7 +178,7 @@ class ExtractiveBackend(LLMBackend):
                 total += 1
         weight = {t: math.log(1 + (total + 1) / (df[t] + 1)) for t in wanted}
         norm = sum(weight.values()) or 1.0
-        how_much = bool(_HOW_MUCH.search(question))
+        checks = answer_checks(question)
         out: list[Candidate] = []
         for rank, (source, sents) in enumerate(sentences):
             if _INJECTION.search(" ".join(source.chunk.text.split())):
@@ -181,9 +193,7 @@ class ExtractiveBackend(LLMBackend):
                         text, j = f"{text} {sents[j]}", j + 1
                         if len(text.split()) >= LEAD_WORDS:
                             break
-                if not gives_answer_type(question, text):
-                    continue
-                if how_much and not _AMOUNT.search(text):
+                if not all(check(text) for check in checks):
                     continue
                 have = set(terms(text))
                 score = sum(weight[t] for t in wanted if t in have) / norm
