@@ -21,7 +21,7 @@ from starlette.concurrency import iterate_in_threadpool
 from api.checks import check_history, check_query
 from api.deps import RegistryDep, RetrieverDep, SettingsDep
 from api.models import AskRequest, AskResponse
-from rag.answer.answering import Answer, Answerer
+from rag.answer.answering import Answer, Answerer, final_answer
 from rag.search.retrieval import Filters
 
 router = APIRouter(prefix="/v1", tags=["ask"])
@@ -46,4 +46,4 @@ def ask(body: AskRequest, retriever: RetrieverDep, settings: SettingsDep, regist
     items = answerer.stream(body.question, body.k, filters, body.history)
     if body.stream:
         return EventSourceResponse(sse_events(items), ping=600)
-    return AskResponse.of(next(item for item in items if isinstance(item, Answer)))
+    return AskResponse.of(final_answer(items))

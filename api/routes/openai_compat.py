@@ -29,7 +29,7 @@ from starlette.concurrency import iterate_in_threadpool
 from api.checks import check_encodable, check_query
 from api.deps import RegistryDep, RetrieverDep, SettingsDep
 from api.models import AskResponse, SearchFilters
-from rag.answer.answering import Answer, Answerer
+from rag.answer.answering import Answer, Answerer, final_answer
 from rag.backends import Registry
 from rag.errors import InvalidRequestError
 from rag.settings import Settings
@@ -125,7 +125,7 @@ def chat_completions(
         return StreamingResponse(
             iterate_in_threadpool(_chunks(items, ident, created, body.model)), media_type="text/event-stream"
         )
-    answer = next(item for item in items if isinstance(item, Answer))
+    answer = final_answer(items)
     return {
         "id": ident,
         "object": "chat.completion",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +115,14 @@ class MarkerRewriter:
         return [Source(i, self.by_n[n].chunk, self.by_n[n].score) for i, n in enumerate(self.order, 1)]
 
 
+def final_answer(stream: Iterable[str | Answer]) -> Answer:
+    """Drain an answer stream (`Answerer.stream` or `generate`) to the `Answer` it ends with."""
+    for item in stream:
+        if isinstance(item, Answer):
+            return item
+    raise AssertionError("an answer stream always ends with an Answer")  # pragma: no cover
+
+
 def _tidy(text: str) -> str:
     text = re.sub(r"[ \t]+([.,;:!?])", r"\1", text)  # "word [9]." with [9] removed -> "word."
     return re.sub(r"[ \t]{2,}", " ", text).strip()
@@ -159,10 +167,7 @@ class Answerer:
         history: Sequence[str] = (),
     ) -> Answer:
         """The finished answer to `question` (see `stream`)."""
-        for item in self.stream(question, k, filters, history):
-            if isinstance(item, Answer):
-                return item
-        raise AssertionError("stream() always ends with an Answer")  # pragma: no cover
+        return final_answer(self.stream(question, k, filters, history))
 
     def prepare(
         self,

@@ -29,7 +29,7 @@ from api.models import (
     SearchResponse,
 )
 from rag import client
-from rag.answer.answering import Answer, Answerer
+from rag.answer.answering import Answer, Answerer, final_answer
 from rag.errors import RagError, describe_validation
 from rag.search.passages import resolve
 from rag.search.quotes import Quoter
@@ -145,7 +145,7 @@ class LocalClient:
         options: Mapping[str, Any] | None = None,
     ) -> client.Answer:
         items = self._answer(question, k, backend, filters, options)
-        answer = next(item for item in items if isinstance(item, Answer))
+        answer = final_answer(items)
         return _shaped(client.Answer, AskResponse.of(answer))
 
     def ask_stream(

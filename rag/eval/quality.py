@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.answer.answering import Answer, Answerer
+from rag.answer.answering import Answerer, final_answer
 from rag.backends.extractive import ExtractiveBackend
 from rag.eval.answers import answer_outcomes, score_answers
 from rag.eval.baseline import CharWindowBM25
@@ -68,14 +68,6 @@ def _groups(questions: Sequence[Question], key: Callable[[Question], str | None]
     for i, q in enumerate(questions):
         groups.setdefault(key(q) or "unlabelled", []).append(i)
     return {name: np.array(ids) for name, ids in sorted(groups.items())}
-
-
-def _kind(q: Question) -> str | None:
-    return q.kind
-
-
-def _set(q: Question) -> str | None:
-    return q.question_set
 
 
 def _figures(outcomes: Outcomes, rows: np.ndarray | None = None) -> dict[str, Any]:
@@ -160,7 +152,7 @@ def cross_validate_answers(
             options = base.options.model_copy(update={"lexical_weight": lw, "min_score": ms})
             backend = ExtractiveBackend(base.settings, options)
             trial = Answerer(backend, answerer.retriever)
-            answers = [_final(trial.generate(p)) for p in prepared]
+            answers = [final_answer(trial.generate(p)) for p in prepared]
             outcomes[(lw, ms)] = answer_outcomes(questions, answers)
 
     def choose(out: Table, train: np.ndarray) -> Hashable:
@@ -171,13 +163,6 @@ def cross_validate_answers(
 
     cv = cross_validate(outcomes, choose, k, repeats)
     return {"setting": ["lexical_weight", "min_score"], **_held_out(cv.held_out, cv.chosen.most_common())}
-
-
-def _final(stream: Iterable[str | Answer]) -> Answer:
-    for item in stream:
-        if isinstance(item, Answer):
-            return item
-    raise AssertionError("generate() always ends with an Answer")  # pragma: no cover
 
 
 def retrieval_report(
