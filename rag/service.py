@@ -77,12 +77,12 @@ def make_retriever(settings: Settings, index: Index, embedder: Embedder) -> Retr
 def retriever_variant(settings: Settings, base: Retriever) -> Retriever:
     """A retriever for `settings` beside `base`, for comparing the two: it shares `base`'s model and
     index where the settings still fit them and builds a new index in memory where they do not."""
-    manifest = base.index.manifest
     embedder = base.embedder
-    if settings.model != manifest["model"]:
+    if settings.model != base.index.manifest["model"]:
         embedder = Embedder(settings.model, settings.device)
-    current = IndexConfig(manifest["model"], manifest["chunking"]["size"], manifest["chunking"]["overlap"])
     index = base.index
-    if index_config(settings) != current:
+    try:
+        check_compatible(index.manifest, index_config(settings), None)
+    except IndexIncompatibleError:
         index = build(load_corpus(settings.data_dir), embedder, index_config(settings))
     return make_retriever(settings, index, embedder)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import bm25s
-import Stemmer
 
 from rag.eval.retrieval import KS, Question, passage_hits
 from rag.ingest.corpus import Document
+from rag.text import BM25_STOPWORDS, new_stemmer
 
 WINDOW = 1000
 
@@ -38,13 +38,15 @@ class CharWindowBM25:
 
     def __init__(self, documents: Sequence[Document], size: int = WINDOW) -> None:
         self.texts = [w for d in documents for w in windows(d.raw, size)]
-        self._stemmer = Stemmer.Stemmer("english")
+        self._stemmer = new_stemmer()
         self._bm25 = bm25s.BM25()
-        tokens = bm25s.tokenize(self.texts, stopwords="en", stemmer=self._stemmer, show_progress=False)
+        tokens = bm25s.tokenize(
+            self.texts, stopwords=BM25_STOPWORDS, stemmer=self._stemmer, show_progress=False
+        )
         self._bm25.index(tokens, show_progress=False)
 
     def search(self, query: str, k: int) -> list[str]:
-        tokens = bm25s.tokenize([query], stopwords="en", stemmer=self._stemmer, show_progress=False)
+        tokens = bm25s.tokenize([query], stopwords=BM25_STOPWORDS, stemmer=self._stemmer, show_progress=False)
         ids, _ = self._bm25.retrieve(tokens, k=min(k, len(self.texts)), show_progress=False)
         return [self.texts[int(i)] for i in ids[0]]
 
