@@ -133,6 +133,24 @@ def serve(
     uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="info")
 
 
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Directory to write the synthetic post files into.")],
+    posts: Annotated[int, typer.Option(min=1, help="How many posts.")] = 100,
+    comments: Annotated[int, typer.Option(min=0, help="Mean comments per post (replies included).")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed writes the same bytes.")] = 0,
+    source: Annotated[
+        Path | None, typer.Option(help="Post files to take the words from (default RAG_DATA_DIR).")
+    ] = None,
+) -> None:
+    """Write a seeded synthetic archive in the blog's format, for scale tests."""
+    from rag.synth import SynthSpec, write_archive
+
+    s = settings(data_dir=source)
+    written = write_archive(s.data_dir, out_dir, SynthSpec(posts, comments, seed))
+    out.print(f"wrote {written} posts to {out_dir}/ (seed {seed}, words from {s.data_dir}/)")
+
+
 def _filters(
     document: list[str] | None, kind: list[str] | None, date_from: str | None, date_to: str | None
 ) -> dict[str, Any]:
