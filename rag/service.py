@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from rag.errors import IndexIncompatibleError, IndexNotBuiltError
 from rag.ingest.corpus import Corpus, corpus_files, load_corpus
@@ -34,10 +35,26 @@ class OpenedIndex:
     corpus: Corpus | None  # the parse report, when the corpus was parsed
 
 
-def ingest(settings: Settings, embedder: Embedder, progress: Progress | None = None) -> tuple[Index, Corpus]:
-    """Parse the data directory and build and save a fresh index."""
+def _previous(index_dir: Path) -> Index | None:
+    """The index `current` points at, to reuse its vectors; None when there is none that loads."""
+    try:
+        return load(index_dir)
+    except (IndexNotBuiltError, IndexIncompatibleError) as exc:
+        logger.info("no previous index to reuse: %s", exc)
+        return None
+
+
+def ingest(
+    settings: Settings, embedder: Embedder, progress: Progress | None = None, full: bool = False
+) -> tuple[Index, Corpus]:
+    """Parse the data directory and build and save a fresh index.
+
+    Texts the current index already embedded (same model and chunking) keep their vectors, so only
+    new or changed posts, comments and replies are encoded; `full` encodes everything again.
+    """
     corpus = load_corpus(settings.data_dir)
-    index = build(corpus, embedder, index_config(settings), progress)
+    previous = None if full else _previous(settings.index_dir)
+    index = build(corpus, embedder, index_config(settings), progress, previous)
     save(index, settings.index_dir)
     return index, corpus
 
@@ -58,7 +75,7 @@ def open_index(settings: Settings, embedder: Embedder, progress: Progress | None
             ) from exc
         reason = str(exc)
     logger.warning("building the index: %s", reason)
-    index = build(corpus, embedder, config, progress)
+    index = build(corpus, embedder, config, progress, _previous(settings.index_dir))
     save(index, settings.index_dir)
     return OpenedIndex(index, True, reason, corpus)
 

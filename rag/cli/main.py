@@ -97,15 +97,18 @@ def ingest(
     index_dir: Annotated[
         Path | None, typer.Option(help="Where to write the index (default RAG_INDEX_DIR).")
     ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Embed everything again instead of reusing the current index.")
+    ] = False,
 ) -> None:
-    """Parse the posts, chunk and embed them, and write a fresh index."""
+    """Parse the posts, chunk them, embed what is new or changed, and write a fresh index."""
     from rag.service import ingest as build
 
     s = settings(data_dir=data_dir, index_dir=index_dir)
     with reported():
         embedder = _embedder(s)
         with progress_bar() as update:
-            index, corpus = build(s, embedder, update)
+            index, corpus = build(s, embedder, update, full=full)
     for error in corpus.errors:
         err.print(f"[red]skipped[/red] {error}")
     for warning in corpus.warnings:
@@ -115,8 +118,20 @@ def ingest(
         f"indexed {m['documents']} posts into {m['chunks']} chunks and {m['sentences']} sentences "
         f"with {m['model']} ({m['dimension']}-d) -> {s.index_dir}/"
     )
+    out.print(_reuse_report(m["incremental"]))
     if corpus.errors:
         raise typer.Exit(1)
+
+
+def _reuse_report(incremental: dict[str, Any]) -> str:
+    """What an ingest encoded and what it took from the previous build, as the manifest records it."""
+    from rag.ingest.incremental import Changes
+
+    encoded, reused = incremental["encoded"], incremental["reused"]
+    if incremental["base"] is None:
+        return f"encoded all {encoded} texts (no previous build to reuse)"
+    changes = Changes(**incremental["changes"]).summary()
+    return f"encoded {encoded} texts, reused {reused} from {incremental['base']} ({changes})"
 
 
 @app.command()

@@ -34,7 +34,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Literal, get_args
@@ -58,6 +58,10 @@ _INDENT_NL = re.compile(r"[ \t\r]*\n[ \t]*")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def clean_text(raw: str) -> str:
     """Strip per-line indentation and surplus blank lines: the text a reader sees."""
     return _BLANK_LINES.sub("\n\n", _INDENT_NL.sub("\n", raw)).strip()
@@ -72,6 +76,8 @@ class Node:
     end: int
     comment: int | None = None
     reply: int | None = None
+    # sha256 (16 hex digits) of the node's text as a reader sees it; says what changed between builds
+    content_hash: str = ""
 
     def label(self) -> str:
         return node_label(self.kind, self.comment, self.reply)
@@ -195,6 +201,7 @@ def parse_text(raw: str, source: str) -> Document:
     else:
         doc.nodes.append(Node("post", *_trim(raw, body_start, len(raw))))
 
+    doc.nodes = [replace(n, content_hash=content_hash(clean_text(raw[n.start : n.end]))) for n in doc.nodes]
     found = len(doc.nodes) - 1
     if doc.declared_count is not None and found != doc.declared_count:
         doc.warnings.append(

@@ -39,13 +39,15 @@ from rag.errors import IndexIncompatibleError, IndexNotBuiltError, NotFoundError
 from rag.ingest.chunking import ENCODING, PARENT_WORDS, Chunk, chunk_corpus
 from rag.ingest.corpus import Corpus, Document, Node, load_corpus
 from rag.ingest.embedding import Embedder
+from rag.ingest.incremental import VectorCache, changes
 from rag.ingest.sentences import Sentence, split_sentences
 from rag.search.dedup import duplicate_of
 
 logger = logging.getLogger(__name__)
 
-# 2: replies embed the opening words of their parent comment; 3: links left out of those words
-FORMAT_VERSION = 3
+# 2: replies embed the opening words of their parent comment; 3: links left out of those words;
+# 4: nodes carry a content hash
+FORMAT_VERSION = 4
 _FILES = ("documents.json", "chunks.jsonl", "chunks.faiss", "sentences.json", "sentences.faiss")
 
 
@@ -110,26 +112,50 @@ def _flat_ip(vectors: np.ndarray, dim: int) -> Any:
     return index
 
 
+def _reusable(previous: Index | None, config: IndexConfig, dim: int) -> Index | None:
+    """`previous` when its vectors are what this build would compute (same model and chunking)."""
+    if previous is None:
+        return None
+    try:
+        check_compatible(previous.manifest, config, None)
+    except IndexIncompatibleError as exc:
+        logger.info("not reusing the previous build's vectors: %s", exc)
+        return None
+    return previous if previous.manifest.get("dimension") == dim else None
+
+
 def build(
     corpus: Corpus,
     embedder: Embedder,
     config: IndexConfig,
     progress: Callable[[str, int, int], None] | None = None,
+    previous: Index | None = None,
 ) -> Index:
-    """Chunk, embed and index a parsed corpus in memory (see `save` to persist it)."""
+    """Chunk, embed and index a parsed corpus in memory (see `save` to persist it).
+
+    With `previous` (an index built with the same model and chunking), texts it already embedded
+    take their vectors from it and only the rest are encoded; the result is the same index.
+    """
     chunks = chunk_corpus(corpus.documents, config.chunk_size, config.chunk_overlap, embedder.fits)
     sentences = split_sentences(corpus.documents, chunks)
     texts = [c.embed_text for c in chunks] + [s.embed_text for s in sentences]
     vectors = np.zeros((len(texts), embedder.dim), dtype=np.float32)
+    todo = list(range(len(texts)))
+    base = _reusable(previous, config, embedder.dim)
+    if base is not None:
+        cache = VectorCache()
+        cache.add((c.embed_text for c in base.chunks), base.vectors)
+        cache.add((s.embed_text for s in base.sentences), base.sentence_vectors)
+        todo = cache.fill(texts, vectors)
     # Batches of similar length waste little on padding: sorting the whole corpus by length once, rather
     # than letting sentence-transformers sort within each progress batch, cut embedding time by a third.
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    order = sorted(todo, key=lambda i: len(texts[i]), reverse=True)
     batch = 64
     for i in range(0, len(order), batch):
         rows = order[i : i + batch]
         vectors[rows] = embedder.encode([texts[j] for j in rows], batch_size=batch)
         if progress:
-            progress("embedding", min(i + batch, len(texts)), len(texts))
+            progress("embedding", min(i + batch, len(order)), len(order))
     chunk_vecs, sent_vecs = vectors[: len(chunks)], vectors[len(chunks) :]
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -150,6 +176,13 @@ def build(
         "chunks": len(chunks),
         "sentences": len(sentences),
         "versions": _versions(),
+        # How this build came about: what it reused from which build, and what changed since.
+        "incremental": {
+            "base": base.manifest.get("build") if base else None,
+            "encoded": len(todo),
+            "reused": len(texts) - len(todo),
+            "changes": asdict(changes(list(base.documents.values()), corpus.documents)) if base else None,
+        },
     }
     return Index(
         manifest=manifest,
@@ -205,6 +238,7 @@ def save(index: Index, index_dir: Path) -> Path:
     index_dir.mkdir(parents=True, exist_ok=True)
     build_dir = index_dir / f"build-{index.manifest['corpus_fingerprint'][:12]}-{uuid.uuid4().hex[:8]}"
     build_dir.mkdir()
+    previous = current_build(index_dir)
     try:
         (build_dir / "documents.json").write_text(
             json.dumps([_doc_to_json(d) for d in index.documents.values()], ensure_ascii=False),
@@ -218,7 +252,8 @@ def save(index: Index, index_dir: Path) -> Path:
         )
         faiss.write_index(index.faiss_chunks, str(build_dir / "chunks.faiss"))
         faiss.write_index(index.faiss_sentences, str(build_dir / "sentences.faiss"))
-        manifest = {**index.manifest, "files": {f: _sha256(build_dir / f) for f in _FILES}}
+        files = {f: _sha256(build_dir / f) for f in _FILES}
+        manifest = {**index.manifest, "build": build_dir.name, "files": files}
         # The manifest goes last: a build without one is never loaded.
         (build_dir / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         index.manifest = manifest
@@ -226,8 +261,17 @@ def save(index: Index, index_dir: Path) -> Path:
     except BaseException:
         shutil.rmtree(build_dir, ignore_errors=True)
         raise
-    _remove_old_builds(index_dir, keep=build_dir.name)
+    # The build `current` pointed at stays until the next build: a server may be loading it right now.
+    _remove_old_builds(index_dir, keep={build_dir.name, previous} - {None})
     return build_dir
+
+
+def current_build(index_dir: Path) -> str | None:
+    """The folder name `current` points at, or None when there is no index."""
+    try:
+        return os.readlink(index_dir / "current")
+    except OSError:
+        return None
 
 
 def _swap_current(index_dir: Path, build_dir: Path) -> None:
@@ -236,17 +280,18 @@ def _swap_current(index_dir: Path, build_dir: Path) -> None:
     os.replace(tmp_link, index_dir / "current")  # rename(2) is atomic
 
 
-def _remove_old_builds(index_dir: Path, keep: str) -> None:
+def _remove_old_builds(index_dir: Path, keep: set[str | None]) -> None:
     for path in index_dir.glob("build-*"):
-        if path.name != keep:
+        if path.name not in keep:
             shutil.rmtree(path, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- loading
 
 
-def read_manifest(index_dir: Path) -> dict[str, Any]:
-    current = index_dir / "current"
+def read_manifest(index_dir: Path, build_dir: Path | None = None) -> dict[str, Any]:
+    """The manifest of the build `current` points at (or of `build_dir`)."""
+    current = build_dir or index_dir / "current"
     manifest_path = current / "manifest.json"
     if not current.exists():
         raise IndexNotBuiltError(f"no index in {index_dir}/: run `rag ingest` to build one")
@@ -289,8 +334,9 @@ def check_compatible(manifest: dict[str, Any], config: IndexConfig, fingerprint:
 
 def load(index_dir: Path) -> Index:
     """Load the index `current` points at, verifying every file against the manifest."""
-    manifest = read_manifest(index_dir)
+    # Resolved once: `current` may be swapped to a newer build while this one loads.
     root = (index_dir / "current").resolve()
+    manifest = read_manifest(index_dir, root)
     with _corrupt_as_incompatible(index_dir):
         for name, digest in manifest["files"].items():
             if _sha256(root / name) != digest:
