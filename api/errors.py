@@ -14,13 +14,26 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.errors import RagError, describe_validation
+from rag.errors import RagError, RetryLater, UnauthorizedError, describe_validation
 
 logger = logging.getLogger(__name__)
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def rag_error_response(exc: RagError) -> JSONResponse:
+    """The response for a library error, with the headers its status calls for; middleware that
+    refuses a request before routing (and so outside the handlers below) answers with this too."""
+    headers = {}
+    if isinstance(exc, UnauthorizedError):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, RetryLater):
+        headers["Retry-After"] = str(exc.retry_after)
+    return error_response(exc.status, exc.code, exc.message, headers)
 
 
 def _describe(exc: RequestValidationError) -> str:
@@ -39,7 +52,7 @@ async def _rag_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RagError)  # registered for RagError only
     if exc.status >= 500:
         logger.warning("%s: %s", type(exc).__name__, exc.message)
-    return error_response(exc.status, exc.code, exc.message)
+    return rag_error_response(exc)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -13,13 +13,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import errors
+from api import errors, metrics
 from api.deps import AppState
+from api.limits import ConcurrencyLimit, Deadline, RateLimit, Slots, TokenBuckets
 from api.routes import ask, cite, documents, health, openai_compat, page, passages, search
+from api.security import Access, KeyRing
+from api.telemetry import RequestTelemetry, configure_logging
 from rag.backends import load_registry
 from rag.errors import RagError
 from rag.ingest.embedding import Embedder
@@ -39,6 +43,7 @@ ROUTERS = (
     page.router,
     ask.router,
     openai_compat.router,
+    metrics.router,
 )
 
 
@@ -101,6 +106,7 @@ def create_app(settings: Settings | None = None, retriever: Retriever | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging()
         state.registry = load_registry(state.settings.backends_allow)
         if state.retriever is not None:
             state.quoter = Quoter(state.retriever)
@@ -123,5 +129,30 @@ def create_app(settings: Settings | None = None, retriever: Retriever | None = N
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(BodyLimit)
+    _guard(app, state)
     return app
+
+
+def _guard(app: FastAPI, state: AppState) -> None:
+    """The middleware, innermost first (each `add_middleware` wraps the ones before it): refusals
+    come before any work, and the telemetry outside them all sees and logs every refusal."""
+    s = state.settings
+    keys = app.state.keys = KeyRing.from_settings(s)
+    slots = Slots(s.max_concurrent_asks, s.queue_timeout)
+    app.state.metrics = metrics.Metrics(state, slots)
+    app.add_middleware(BodyLimit)
+    app.add_middleware(ConcurrencyLimit, slots=slots)
+    app.add_middleware(Deadline, seconds=s.request_timeout)
+    buckets = TokenBuckets(s.rate_limit, 2 * s.rate_limit) if s.rate_limit > 0 else None
+    app.add_middleware(RateLimit, buckets=buckets)
+    app.add_middleware(Access, keys=keys)
+    if s.cors_origins:  # closed unless configured: no CORS headers, so browsers keep other origins out
+        origins = [o.strip() for o in s.cors_origins.split(",") if o.strip()]
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(RequestTelemetry, metrics=app.state.metrics, routes=app.router.routes)

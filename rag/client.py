@@ -10,8 +10,8 @@ Every method returns dataclasses whose fields mirror the JSON the server sends (
 ``dataclasses.asdict`` gives the wire format back); pydantic checks the server's JSON against them and
 ignores fields a newer server adds. HTTP failures raise a `ClientError`:
 `ServerUnreachable` when there is no answer, or an `ApiError` carrying the server's status, code
-and message, refined into `BadRequest` (4xx), `NotFound` (404), `NotReady` (503) and `ServerError`
-(other 5xx). These are not `RagError`s: they describe a remote call, and the server's own error
+and message, refined into `BadRequest` (4xx), `Unauthorized` (401), `NotFound` (404), `NotReady`
+(503) and `ServerError` (other 5xx). These are not `RagError`s: they describe a remote call, and the server's own error
 code is kept in `ApiError.code`. Not here: any retrieval logic.
 """
 
@@ -70,6 +70,10 @@ class NotFound(ApiError):
     """An unknown passage or document id (404)."""
 
 
+class Unauthorized(BadRequest):
+    """The server wants an API key (401): pass `api_key` (the CLI sends RAG_API_KEY)."""
+
+
 class NotReady(ApiError):
     """The server is still loading its index, or failed to (503); retry when /readyz is 200."""
 
@@ -85,6 +89,8 @@ def _error_for(response: httpx.Response) -> ApiError:
     except (ValueError, KeyError, TypeError):
         code, message = "http_error", response.text[:200] or response.reason_phrase
     status = response.status_code
+    if status == 401:
+        return Unauthorized(status, code, f"{message} (set RAG_API_KEY to a key the server accepts)")
     if status == 404:
         return NotFound(status, code, message)
     if status == 503:
@@ -276,13 +282,20 @@ class Client:
         timeout: seconds per request.
         http: an `httpx.Client` to send requests with instead (e.g. Starlette's `TestClient`,
             or one with an `httpx.MockTransport`); `base_url` and `timeout` are then its own.
+        api_key: sent as ``Authorization: Bearer <key>`` to a server that requires keys.
     """
 
     def __init__(
-        self, base_url: str = DEFAULT_URL, timeout: float = 60.0, http: httpx.Client | None = None
+        self,
+        base_url: str = DEFAULT_URL,
+        timeout: float = 60.0,
+        http: httpx.Client | None = None,
+        api_key: str | None = None,
     ) -> None:
         self._owned = http is None
         self._http = http or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        if api_key:
+            self._http.headers["Authorization"] = f"Bearer {api_key}"
 
     def __enter__(self) -> Self:
         return self

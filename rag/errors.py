@@ -10,13 +10,18 @@ mapping lives with the error and `api/errors.py` needs a single handler::
     ├── UnknownBackendError (400)    also a KeyError: unknown LLM backend name
     ├── BackendError (502)           an LLM backend failed (timeout, refused, bad output)
     ├── InvalidRequestError (422)    input the library refuses (bad filter, empty query, ...)
-    └── NotFoundError (404)          an unknown passage or document id
+    ├── NotFoundError (404)          an unknown passage or document id
+    ├── UnauthorizedError (401)      no API key, or a wrong one, where one is required
+    ├── RateLimitedError (429)       over the per-client rate; says when to retry
+    ├── OverloadedError (503)        every slot for expensive requests stayed busy; says when to retry
+    └── DeadlineExceededError (504)  the request ran past RAG_REQUEST_TIMEOUT
 
 This module does not import FastAPI: the library must stay usable without the web layer.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -88,6 +93,42 @@ class NotFoundError(RagError):
 
     status = 404
     code = "not_found"
+
+
+class UnauthorizedError(RagError):
+    """A request without a valid API key where the server requires one."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class RetryLater:
+    """Mixin for a refusal that passes: `retry_after` is the whole seconds (>= 1) to wait."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)  # type: ignore[call-arg]  # the RagError beside it in the MRO
+        self.retry_after = max(1, math.ceil(retry_after))
+
+
+class RateLimitedError(RetryLater, RagError):
+    """A client over its request rate."""
+
+    status = 429
+    code = "rate_limited"
+
+
+class OverloadedError(RetryLater, RagError):
+    """No slot for an expensive request came free within the queue timeout."""
+
+    status = 503
+    code = "overloaded"
+
+
+class DeadlineExceededError(RagError):
+    """A request that ran past its deadline before its response could start."""
+
+    status = 504
+    code = "deadline_exceeded"
 
 
 def describe_validation(

