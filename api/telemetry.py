@@ -20,7 +20,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 from starlette.routing import BaseRoute, Match
@@ -47,10 +47,21 @@ def configure_logging() -> None:
         logger.propagate = False
 
 
-def route_of(routes: Sequence[BaseRoute], scope: Scope) -> str:
-    """The template of the route that serves `scope` (a wrong method still names its route)."""
-    partial = None
+def _flat(routes: Sequence[BaseRoute]) -> Iterator[BaseRoute]:
+    """The routes themselves: FastAPI wraps each included router in a route of its own."""
     for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _flat(included.routes)
+        else:
+            yield route
+
+
+def route_of(routes: Sequence[BaseRoute], scope: Scope) -> str:
+    """The template of the route that serves `scope` (a wrong method still names its route).
+    Worked out before routing, so a request refused before it reaches its route is named too."""
+    partial = None
+    for route in _flat(routes):
         match, _ = route.matches(scope)
         if match is Match.FULL:
             return str(getattr(route, "path", UNMATCHED))

@@ -11,8 +11,8 @@ Every method returns dataclasses whose fields mirror the JSON the server sends (
 ignores fields a newer server adds. HTTP failures raise a `ClientError`:
 `ServerUnreachable` when there is no answer, or an `ApiError` carrying the server's status, code
 and message, refined into `BadRequest` (4xx), `Unauthorized` (401), `NotFound` (404), `NotReady`
-(503) and `ServerError` (other 5xx). These are not `RagError`s: they describe a remote call, and the server's own error
-code is kept in `ApiError.code`. Not here: any retrieval logic.
+(503) and `ServerError` (other 5xx). These are not `RagError`s: they describe a remote call, and
+the server's own error code is kept in `ApiError.code`. Not here: any retrieval logic.
 """
 
 from __future__ import annotations

@@ -51,7 +51,10 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     data = tmp_path_factory.mktemp("data")
     for path in DATA.glob("*.txt"):
         shutil.copy(path, data / path.name)
-    return Settings(data_dir=data, index_dir=tmp_path_factory.mktemp("index"), _env_file=None)
+    # No rate limit on the shared server: every test calls it from 127.0.0.1 without a key, so the
+    # whole session would count as one client; tests of the limit start servers of their own.
+    index_dir = tmp_path_factory.mktemp("index")
+    return Settings(data_dir=data, index_dir=index_dir, rate_limit=0, _env_file=None)  # type: ignore[call-arg]
 
 
 @pytest.fixture(scope="session")

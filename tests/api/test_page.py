@@ -12,11 +12,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
+from api.main import create_app
+from rag.search.retrieval import Retriever
+from rag.settings import Settings
 from tests.conftest import LiveServer
 
 pytestmark = pytest.mark.browser
@@ -318,3 +323,59 @@ def test_api_docs_render_offline_from_this_origin(browser: sync_api.Browser, ser
         assert tab.errors == []
     finally:
         ctx.close()
+
+
+def test_page_asks_for_a_key_when_the_server_wants_one(
+    browser: sync_api.Browser, settings: Settings, retriever: Retriever
+) -> None:
+    """A server with keys answers 401: the page asks for a key, says when one is refused, keeps the
+    accepted one in this tab's sessionStorage and sends it as a Bearer header from then on."""
+    keyed = settings.model_copy(update={"api_keys": SecretStr("page-key-1")})
+    with LiveServer(create_app(keyed, retriever=retriever)) as live:
+        with contextmanager(_open)(browser, live, viewport={"width": 1280, "height": 900}) as tab:
+            page = tab.page
+            sent: list[str | None] = []
+            page.on("request", lambda r: "/v1/" in r.url and sent.append(r.headers.get("authorization")))
+            page.fill("#question", ANSWERED)
+            page.press("#question", "Enter")
+            page.locator("#key").wait_for(state="visible")
+            assert "API key" in (page.text_content("#key-reason") or "")
+            page.fill("#key-input", "not-the-key")
+            page.click("#key-submit")
+            page.wait_for_function(
+                "() => document.getElementById('key-reason').textContent.includes('did not accept')"
+            )
+            assert page.locator("#key").is_visible()
+            page.fill("#key-input", "page-key-1")
+            page.click("#key-submit")
+            page.wait_for_function(
+                "() => document.getElementById('result').getAttribute('aria-busy') === 'false'",
+                timeout=ANSWER_TIMEOUT_MS,
+            )
+            assert page.locator("#error").is_hidden(), page.text_content("#error")
+            assert page.text_content("#answer")
+            assert page.evaluate("() => sessionStorage.getItem('rag.apiKey')") == "page-key-1"
+            assert sent[:3] == [None, "Bearer not-the-key", "Bearer page-key-1"]
+            page.locator("#answer a.cite").first.click()  # the passage lookup carries the key too
+            page.locator("#passage").wait_for(state="visible")
+            page.click("#passage-toggle")
+            page.wait_for_function(
+                "() => document.getElementById('passage-node-text').textContent.length > 0"
+            )
+            assert len(sent) == 4 and sent[-1] == "Bearer page-key-1"
+
+
+def test_page_reports_the_401_when_the_key_prompt_is_cancelled(
+    browser: sync_api.Browser, settings: Settings, retriever: Retriever
+) -> None:
+    keyed = settings.model_copy(update={"api_keys": SecretStr("page-key-2")})
+    with LiveServer(create_app(keyed, retriever=retriever)) as live:
+        with contextmanager(_open)(browser, live, viewport={"width": 1280, "height": 900}) as tab:
+            page = tab.page
+            page.fill("#question", "anything")
+            page.press("#question", "Enter")
+            page.locator("#key").wait_for(state="visible")
+            page.click("#key-cancel")
+            error = page.locator("#error")
+            error.wait_for(state="visible")
+            assert "API key" in (error.text_content() or "") and "(401)" in (error.text_content() or "")

@@ -1,0 +1,166 @@
+"""Fair use (api/limits.py) against real servers on 127.0.0.1: the rate limit per key and per
+address, the bound on concurrent expensive requests, and the per-request deadline. The slow LLM is
+the one allowed stand-in: a real HTTP server on loopback speaking chat completions."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from api.limits import TokenBuckets
+from api.main import create_app
+from rag.search.retrieval import Retriever
+from rag.settings import Settings
+from tests.conftest import LiveServer
+
+KEY_A, KEY_B = "limit-key-a", "limit-key-b"
+SEARCH = {"query": "pay progression", "k": 1}
+QUESTION = "When will HM Inspectorate of Probation quality assure Serious Further Offence reviews?"
+LLM_SECONDS = 3.0
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def slow_llm() -> FastAPI:
+    """Answers every chat completion, after LLM_SECONDS."""
+    app = FastAPI()
+
+    @app.get("/readyz")
+    def ready() -> dict[str, str]:
+        return {"status": "ready"}
+
+    @app.post("/v1/chat/completions")
+    async def chat() -> dict[str, Any]:
+        await asyncio.sleep(LLM_SECONDS)
+        message = {"role": "assistant", "content": "From April 2021 [1]."}
+        return {"object": "chat.completion", "choices": [{"index": 0, "message": message}]}
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[LiveServer]:
+    with LiveServer(slow_llm()) as live:
+        yield live
+
+
+def serve(settings: Settings, retriever: Retriever, **update: Any) -> LiveServer:
+    return LiveServer(create_app(settings.model_copy(update=update), retriever=retriever))
+
+
+def flood(url: str, n: int, headers: dict[str, str] | None = None) -> list[httpx.Response]:
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        return [client.post("/v1/search", json=SEARCH) for _ in range(n)]
+
+
+def test_rate_limit_floods_of_one_key_get_429_while_another_key_is_served(
+    settings: Settings, retriever: Retriever
+) -> None:
+    with serve(settings, retriever, rate_limit=5.0, api_keys=SecretStr(f"{KEY_A},{KEY_B}")) as live:
+        responses = flood(live.url, 100, bearer(KEY_A))
+        refused = [r for r in responses if r.status_code == 429]
+        assert refused and {r.status_code for r in responses} == {200, 429}
+        for r in refused:
+            assert int(r.headers["Retry-After"]) >= 1
+            assert r.json()["error"]["code"] == "rate_limited"
+        assert httpx.post(f"{live.url}/v1/search", json=SEARCH, headers=bearer(KEY_B)).status_code == 200
+        assert all(httpx.get(f"{live.url}/healthz").status_code == 200 for _ in range(30))
+
+
+def test_rate_limit_without_keys_counts_per_address(settings: Settings, retriever: Retriever) -> None:
+    with serve(settings, retriever, rate_limit=2.0) as live:
+        statuses = [r.status_code for r in flood(live.url, 30)]
+        assert statuses[:4] == [200] * 4 and 429 in statuses  # the burst (twice the rate), then refusals
+        assert all(httpx.get(f"{live.url}/readyz").status_code == 200 for _ in range(20))
+
+
+def test_rate_limit_zero_turns_it_off(settings: Settings, retriever: Retriever) -> None:
+    with serve(settings, retriever, rate_limit=0.0) as live:
+        assert {r.status_code for r in flood(live.url, 60)} == {200}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_bursts_twice_the_rate_then_refills() -> None:
+    clock = Clock()
+    buckets = TokenBuckets(rate=5, burst=10, clock=clock)
+    assert [buckets.take("a") for _ in range(10)] == [0.0] * 10
+    assert buckets.take("a") == pytest.approx(0.2)  # one token back in 1/5 s
+    assert buckets.take("b") == 0.0  # another client has its own bucket
+    clock.now += 1.0
+    assert [buckets.take("a") for _ in range(5)] == [0.0] * 5 and buckets.take("a") > 0
+
+
+def test_token_bucket_keeps_a_bounded_number_of_clients() -> None:
+    clock = Clock()
+    buckets = TokenBuckets(rate=1, burst=1, max_clients=3, clock=clock)
+    for client in "abcd":
+        buckets.take(client)
+    assert buckets.take("a") == 0.0  # dropped as least recently seen: back with a full bucket
+    assert buckets.take("d") > 0
+
+
+def _ask(url: str) -> httpx.Response:
+    return httpx.post(f"{url}/v1/ask", json={"question": QUESTION}, timeout=60)
+
+
+def test_concurrency_limit_refuses_asks_beyond_the_slots_with_503_and_serves_searches(
+    settings: Settings, retriever: Retriever, llm: LiveServer
+) -> None:
+    with serve(
+        settings,
+        retriever,
+        backend="openai",
+        openai_base_url=f"{llm.url}/v1",
+        llm_retries=0,
+        max_concurrent_asks=2,
+        queue_timeout=0.5,
+        rate_limit=0.0,
+    ) as live:
+        with concurrent.futures.ThreadPoolExecutor(5) as pool:
+            asks = [pool.submit(_ask, live.url) for _ in range(5)]
+            search = httpx.post(f"{live.url}/v1/search", json=SEARCH, timeout=60)
+            responses = [a.result() for a in asks]
+        assert search.status_code == 200  # not an expensive request: never queued
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [200, 200, 503, 503, 503]
+        for r in responses:
+            if r.status_code == 503:
+                assert r.json()["error"]["code"] == "overloaded"
+                assert int(r.headers["Retry-After"]) >= 1
+        metrics = httpx.get(f"{live.url}/metrics").text
+        assert "rag_expensive_slots 2.0" in metrics and "rag_expensive_in_flight 0.0" in metrics
+
+
+def test_request_deadline_answers_504_in_the_json_shape(
+    settings: Settings, retriever: Retriever, llm: LiveServer
+) -> None:
+    with serve(
+        settings,
+        retriever,
+        backend="openai",
+        openai_base_url=f"{llm.url}/v1",
+        llm_retries=0,
+        request_timeout=1.0,
+    ) as live:
+        r = _ask(live.url)
+        assert r.status_code == 504
+        assert r.json()["error"]["code"] == "deadline_exceeded"
+        assert "RAG_REQUEST_TIMEOUT" in r.json()["error"]["message"]
+        assert r.elapsed.total_seconds() < LLM_SECONDS  # the client is not held for the whole call
+        assert httpx.post(f"{live.url}/v1/search", json=SEARCH).status_code == 200

@@ -1,0 +1,113 @@
+"""What an operator sees (api/metrics.py, api/telemetry.py): Prometheus text at /metrics, one JSON
+log line per request, and the request id header; against the session's real server."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from rag.ingest.index import Index
+
+SEARCH = {"query": "pay progression", "k": 2}
+
+
+def samples(client: httpx.Client) -> dict[str, list[tuple[dict[str, str], float]]]:
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(r.text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def value(found: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
+    return sum(v for have, v in found.get(name, []) if labels.items() <= have.items())
+
+
+def test_metrics_parse_as_prometheus_text_and_count_requests_by_route_template(
+    client: httpx.Client, index: Index
+) -> None:
+    before = samples(client)
+    passage = index.chunks[0].id
+    assert client.post("/v1/search", json=SEARCH).status_code == 200
+    assert client.get(f"/v1/passages/{passage}").status_code == 200
+    assert client.get("/v1/passages/000-nope").status_code == 404
+    assert client.get("/nowhere").status_code == 404
+    after = samples(client)
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert grew("rag_http_requests_total", route="/v1/search", status="200", method="POST") == 1
+    assert grew("rag_http_requests_total", route="/v1/passages/{passage_id}", status="200") == 1
+    assert grew("rag_http_requests_total", route="/v1/passages/{passage_id}", status="404") == 1
+    assert grew("rag_http_requests_total", route="unmatched", status="404") == 1
+    assert not any(passage in labels.get("route", "") for labels, _ in after["rag_http_requests_total"])
+    assert grew("rag_http_errors_total", code="not_found") == 2
+    assert grew("rag_http_request_duration_seconds_count", route="/v1/search") == 1
+    assert value(after, "rag_index_documents") == index.manifest["documents"]
+    assert value(after, "rag_index_chunks") == index.manifest["chunks"]
+    assert value(after, "rag_index_ready") == 1
+    assert after["rag_index_info"][0][0]["version"] == index.manifest["corpus_fingerprint"][:12]
+    assert grew("rag_model_encode_seconds_count") >= 1 and value(after, "rag_model_encode_seconds_sum") > 0
+    assert value(after, "rag_expensive_slots") >= 1
+
+
+def test_request_id_is_made_or_kept_and_returned(client: httpx.Client) -> None:
+    made = client.get("/healthz").headers["X-Request-ID"]
+    assert len(made) == 32 and made != client.get("/healthz").headers["X-Request-ID"]
+    sent = "edge-7f3a:42"
+    assert (
+        client.post("/v1/search", json=SEARCH, headers={"X-Request-ID": sent}).headers["X-Request-ID"] == sent
+    )
+    for insane in ("has spaces in it", "x" * 200, ""):
+        returned = client.get("/healthz", headers={"X-Request-ID": insane}).headers["X-Request-ID"]
+        assert returned != insane and len(returned) == 32
+    error = client.get("/v1/passages/000-nope", headers={"X-Request-ID": sent})
+    assert error.headers["X-Request-ID"] == sent  # error responses carry it too
+
+
+@pytest.fixture
+def request_lines() -> Iterator[list[dict[str, object]]]:
+    lines: list[dict[str, object]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(json.loads(record.getMessage()))
+
+    handler = Keep()
+    logging.getLogger("rag.requests").addHandler(handler)
+    yield lines
+    logging.getLogger("rag.requests").removeHandler(handler)
+
+
+def test_one_json_log_line_per_request(client: httpx.Client, request_lines: list[dict[str, object]]) -> None:
+    client.post("/v1/search", json=SEARCH, headers={"X-Request-ID": "trace-1"})
+    client.post("/v1/ask", json={"question": "When did CRCs start?", "stream": True})  # a stream, to its end
+    client.get("/v1/passages/000-nope")
+    assert len(request_lines) == 3
+    search, ask, missing = request_lines
+    assert set(search) == {
+        "ts",
+        "request_id",
+        "method",
+        "route",
+        "path",
+        "status",
+        "duration_ms",
+        "key",
+        "client",
+        "error",
+    }
+    assert search["request_id"] == "trace-1" and search["route"] == "/v1/search" and search["status"] == 200
+    assert search["client"] == "127.0.0.1" and search["key"] is None and search["error"] is None
+    assert ask["route"] == "/v1/ask" and ask["status"] == 200
+    assert isinstance(ask["duration_ms"], float) and ask["duration_ms"] > 0
+    assert missing["status"] == 404 and missing["error"] == "not_found"
+    assert missing["route"] == "/v1/passages/{passage_id}"
