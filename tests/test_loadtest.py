@@ -13,7 +13,7 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "loadtest.py"
 
 
-def test_loadtest_ten_seconds_sixteen_clients_no_errors_and_health_always_answers(env: dict[str, str]) -> None:
+def test_loadtest_16_clients_10_s_no_errors_and_health_always_answers(env: dict[str, str]) -> None:
     run = subprocess.run(
         [sys.executable, str(SCRIPT), "--clients", "16", "--duration", "10"],
         env={**os.environ, **env},
