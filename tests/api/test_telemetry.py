@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -35,7 +36,8 @@ def test_metrics_parse_as_prometheus_text_and_count_requests_by_route_template(
 ) -> None:
     before = samples(client)
     passage = index.chunks[0].id
-    assert client.post("/v1/search", json=SEARCH).status_code == 200
+    fresh = {"query": f"pay progression {uuid.uuid4().hex}"}  # not in the query cache: the model runs
+    assert client.post("/v1/search", json=fresh).status_code == 200
     assert client.get(f"/v1/passages/{passage}").status_code == 200
     assert client.get("/v1/passages/000-nope").status_code == 404
     assert client.get("/nowhere").status_code == 404
