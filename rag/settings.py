@@ -61,6 +61,36 @@ class Settings(BaseSettings):
     )
     llm_timeout: float = Field(30.0, gt=0, description="Seconds before an LLM call is abandoned.")
     llm_retries: int = Field(2, ge=0, le=10, description="Retries on 429/5xx, with backoff.")
+    openai_models: str | None = Field(
+        None,
+        description="Comma-separated model names a request may pick with `options.model` (the "
+        "operator's key pays for them); unset allows only RAG_OPENAI_MODEL.",
+    )
+    max_tokens: int = Field(
+        1024, ge=1, le=32768, description="Most tokens a request may ask a backend to generate (larger: 422)."
+    )
+    ask_workers: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Threads answers (asks, chat completions) may use at once; searches and lookups "
+        "keep their own pool, so a hanging LLM cannot starve them. More asks wait their turn.",
+    )
+    shutdown_grace: float = Field(
+        40.0,
+        ge=0,
+        description="Seconds `rag serve` lets in-flight requests and answer streams finish after "
+        "SIGTERM; keep it above RAG_LLM_TIMEOUT.",
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a connection may take to send its request line and headers."
+    )
+    body_timeout: float = Field(
+        10.0, gt=0, description="Seconds a request body may stall between pieces before a 408."
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="Connections and requests `rag serve` holds at once; beyond it, 503."
+    )
     local_model_path: str | None = Field(
         None, description="GGUF file or transformers folder for the `local` backend."
     )
@@ -116,6 +146,12 @@ class Settings(BaseSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"RAG_API_KEYS_FILE: {value} is not a file")
         return value
+
+    @property
+    def allowed_openai_models(self) -> list[str]:
+        """The models `options.model` may name: RAG_OPENAI_MODEL and those in RAG_OPENAI_MODELS."""
+        listed = [m.strip() for m in (self.openai_models or "").split(",") if m.strip()]
+        return list(dict.fromkeys([self.openai_model, *listed]))
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> Settings:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,6 +146,13 @@ class Answerer:
         self.backend = backend
         self.retriever = retriever
         self.fallback = fallback or ExtractiveBackend(backend.settings)
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop an answer being generated in another thread (its client went away): the backend's
+        call is cut (`LLMBackend.cancel`) and no fallback runs. Safe from any thread, at any time."""
+        self._cancelled.set()
+        self.backend.cancel()
 
     @classmethod
     def for_backend(
@@ -212,7 +220,7 @@ class Answerer:
                     return
         except Exception as exc:  # noqa: BLE001 - a started stream must still end with its Answer
             logger.exception("answer stream failed")
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = type(exc).__name__  # the detail (paths, addresses) is in the log, not for clients
         else:  # pragma: no cover - _generate always ends with an Answer
             reason = "the answer ended early"
         yield Answer(
@@ -252,21 +260,26 @@ class Answerer:
             except Exception as exc:  # noqa: BLE001 - any backend failure becomes a fallback, never a 500
                 if not isinstance(exc, BackendError):
                     logger.exception("backend %s failed unexpectedly", backend.name)
-                reason = exc.message if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
-                warnings.append(
-                    f"the {backend.name} backend failed ({reason}); "
-                    f"showing the {self.fallback.name} answer instead"
-                )
-                backend = self.fallback
+                # A BackendError's message is written for clients; anything else may hold paths or
+                # addresses, so clients get its type and the log gets the rest.
+                reason = exc.message if isinstance(exc, BackendError) else type(exc).__name__
                 rewriter = MarkerRewriter(sources)
                 pieces = []
-                if emitted:
-                    yield "\n\n"
-                for piece in self.fallback.generate(prompt, sources):
-                    out = rewriter.feed(piece)
-                    pieces.append(out)
-                    yield out
-                pieces.append(rewriter.flush())
+                if self._cancelled.is_set():  # the client went away: nobody to show a fallback to
+                    warnings.append("answering was cancelled")
+                else:
+                    warnings.append(
+                        f"the {backend.name} backend failed ({reason}); "
+                        f"showing the {self.fallback.name} answer instead"
+                    )
+                    backend = self.fallback
+                    if emitted:
+                        yield "\n\n"
+                    for piece in self.fallback.generate(prompt, sources):
+                        out = rewriter.feed(piece)
+                        pieces.append(out)
+                        yield out
+                    pieces.append(rewriter.flush())
         text = _tidy("".join(pieces))
         abstained = is_abstention(text)
         cited = rewriter.cited()

@@ -3,7 +3,8 @@
 A backend turns a grounded `Prompt` (rag/answer/prompting.py) and the numbered passages behind it into
 answer text, yielded as it is produced. It cites passages as ``[n]``; checking and renumbering
 those markers is the caller's job (rag/answer/answering.py), as is falling back when a backend fails.
-A backend signals failure by raising `BackendError` with a message saying what happened.
+A backend signals failure by raising `BackendError` with a message saying what happened; the message
+reaches clients (as a warning), so it never holds the upstream's address or key, which go to the log.
 
 Not here: the registry (rag/backends/__init__.py) and the prompt text (rag/answer/prompting.py).
 """
@@ -54,7 +55,17 @@ class LLMBackend(ABC):
     @classmethod
     def create(cls, settings: Settings, options: Mapping[str, Any] | None = None) -> LLMBackend:
         """A backend configured from settings and (validated) request options."""
-        return cls(settings, cls.parse_options(options))  # type: ignore[arg-type]
+        backend = cls(settings, cls.parse_options(options))  # type: ignore[arg-type]
+        backend.check_options()
+        return backend
+
+    def check_options(self) -> None:  # noqa: B027 - an optional hook, not part of the contract
+        """Refuse options the operator's settings do not allow (InvalidRequestError, 422): a client
+        picks them, but the operator pays for them."""
+
+    def cancel(self) -> None:  # noqa: B027 - an optional hook: a backend that cannot stop early
+        """Stop a `generate` running in another thread as soon as possible (its client went away):
+        it then ends by raising. Safe to call at any time, more than once; by default a no-op."""
 
     @abstractmethod
     def generate(self, prompt: Prompt, passages: Sequence[Source]) -> Iterator[str]:

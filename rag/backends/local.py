@@ -7,12 +7,15 @@ use and is cached per path, so one process holds one copy.
 
 Generation is greedy and bounded by ``max_new_tokens``; text is streamed as it is produced
 (transformers' `TextIteratorStreamer`, generation in a worker thread) and the call gives up
-after ``RAG_LLM_TIMEOUT`` seconds. Missing packages, an unreadable file or a failed generation
-leave as `BackendError` with what to install or check.
+after ``RAG_LLM_TIMEOUT`` seconds (a stopping criterion checked after every token) or when
+`cancel` is called. Special-token strings in the messages' text are neutralised before the
+chat template runs, so retrieved text cannot forge a turn. Missing packages, an unreadable file
+or a failed generation leave as `BackendError` with what to install or check.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -22,9 +25,10 @@ from typing import Any
 
 from pydantic import Field
 
-from rag.answer.prompting import Prompt, Source
+from rag.answer.prompting import Prompt, Source, defang
 from rag.backends.base import LLMBackend
-from rag.errors import BackendError
+from rag.errors import BackendError, InvalidRequestError
+from rag.settings import Settings
 
 
 @lru_cache(maxsize=2)
@@ -58,6 +62,28 @@ def load_model(path: str) -> tuple[Any, Any]:
     return tokenizer, model
 
 
+@lru_cache(maxsize=2)
+def special_tokens(path: str) -> re.Pattern[str] | None:
+    """Every token string the model's tokenizer matches whole (its special and added tokens), longest
+    first; None when it declares none."""
+    tokenizer, _ = load_model(path)
+    strings = set(getattr(tokenizer, "all_special_tokens", []))
+    strings |= {str(t) for t in getattr(tokenizer, "added_tokens_decoder", {}).values()}
+    strings = {s for s in strings if s.strip()}
+    if not strings:
+        return None
+    return re.compile("|".join(re.escape(s) for s in sorted(strings, key=len, reverse=True)))
+
+
+def neutralise(text: str, pattern: re.Pattern[str] | None) -> str:
+    """`text` with every special-token string in it defanged, so tokenizing it cannot yield one.
+
+    The chat template's own markers must stay special, so the rendered prompt is tokenized with
+    special tokens parsed; what keeps a passage from forging a turn is that none survive in it.
+    """
+    return pattern.sub(lambda m: defang(m.group(0)), text) if pattern else text
+
+
 class LocalBackend(LLMBackend):
     """A chat model (GGUF file or transformers folder) run in-process with transformers."""
 
@@ -72,6 +98,23 @@ class LocalBackend(LLMBackend):
 
     options: Options
 
+    def __init__(self, settings: Settings, options: LLMBackend.Options | None = None) -> None:
+        super().__init__(settings, options)
+        self._cancelled = threading.Event()
+
+    def check_options(self) -> None:
+        limit = self.settings.max_tokens
+        if self.options.max_new_tokens > limit:
+            if "max_new_tokens" in self.options.model_fields_set:
+                raise InvalidRequestError(
+                    f"options.max_new_tokens: {self.options.max_new_tokens} is over the limit of "
+                    f"{limit} (RAG_MAX_TOKENS)"
+                )
+            self.options.max_new_tokens = limit
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
     def _path(self) -> str:
         path = self.settings.local_model_path
         if not path:
@@ -80,18 +123,27 @@ class LocalBackend(LLMBackend):
             )
         return path
 
+    def encode(self, prompt: Prompt) -> Any:
+        """The prompt as the model's input ids (and attention mask), special tokens in the messages'
+        text neutralised first: a passage holding `<|im_start|>system` must not open a turn."""
+        path = self._path()
+        tokenizer, _ = load_model(path)
+        pattern = special_tokens(path)
+        messages = [{**m, "content": neutralise(m["content"], pattern)} for m in prompt.messages]
+        return tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+
     def generate(self, prompt: Prompt, passages: Sequence[Source]) -> Iterator[str]:
         from transformers import TextIteratorStreamer
 
         tokenizer, model = load_model(self._path())
         deadline = time.monotonic() + self.settings.llm_timeout
-        inputs = tokenizer.apply_chat_template(
-            prompt.messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
+        inputs = self.encode(prompt)
         streamer: Any = TextIteratorStreamer(
             tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=self.settings.llm_timeout
         )
-        stop = threading.Event()
+        stop, cancelled = threading.Event(), self._cancelled
         failure: list[BaseException] = []
 
         def run() -> None:
@@ -99,7 +151,7 @@ class LocalBackend(LLMBackend):
 
             class Deadline(StoppingCriteria):
                 def __call__(self, *args: Any, **kwargs: Any) -> bool:
-                    return stop.is_set() or time.monotonic() > deadline
+                    return stop.is_set() or cancelled.is_set() or time.monotonic() > deadline
 
             try:
                 model.generate(
@@ -127,6 +179,8 @@ class LocalBackend(LLMBackend):
         finally:
             stop.set()
         worker.join(timeout=5)
+        if cancelled.is_set():
+            raise BackendError("cancelled: the client went away")
         if failure:
             raise BackendError(f"the local model failed: {type(failure[0]).__name__}: {failure[0]}")
         if time.monotonic() > deadline:

@@ -6,19 +6,27 @@ base URL, model and key come from settings (``RAG_OPENAI_BASE_URL``, ``RAG_OPENA
 servers need none.
 
 Answers stream (``"stream": true``, server-sent ``data:`` lines ending with ``[DONE]``). One
-deadline of ``RAG_LLM_TIMEOUT`` seconds covers the whole call, retries included, so a call never
-hangs past it. 429 and 5xx answers are retried up to ``RAG_LLM_RETRIES`` times with exponential
-backoff (honouring a short ``Retry-After``). Every failure - timeout, refused connection, an
-error status, malformed output - leaves as `BackendError` with a message saying what happened.
+deadline of ``RAG_LLM_TIMEOUT`` seconds covers the whole call - connect, every read, the whole
+stream, retries included - enforced by a timer that cuts the socket, so an upstream trickling bytes
+cannot hold a call past it; `cancel` cuts it the same way when the client goes. A request may pick
+`options.model` only from the operator's list (``RAG_OPENAI_MODELS``) and `max_tokens` only up to
+``RAG_MAX_TOKENS``: the operator's key pays for both. 429 and 5xx answers are retried up to
+``RAG_LLM_RETRIES`` times with exponential backoff (honouring a short ``Retry-After``). Every
+failure - timeout, refused connection, an error status, malformed output - leaves as
+`BackendError` with a message saying what happened (without the server's URL or reply, which
+are logged).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
+import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import httpx
@@ -26,28 +34,74 @@ from pydantic import Field
 
 from rag.answer.prompting import Prompt, Source
 from rag.backends.base import LLMBackend
-from rag.errors import BackendError
+from rag.errors import BackendError, InvalidRequestError
 from rag.settings import Settings
 
+logger = logging.getLogger(__name__)
 BACKOFF = 0.25  # seconds before the first retry; doubles each time
 
 
+class Cutter:
+    """The socket of one upstream call, so another thread can cut it short: the whole-call deadline
+    (a timer) or a client that went away (`OpenAIBackend.cancel`).
+
+    httpx's timeouts bound each network operation, not their sum: an upstream trickling a byte
+    every few seconds never trips a read timeout. Shutting the socket down wakes a read blocked in
+    another thread at once (the read sees end-of-stream), and the upstream sees the connection close.
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None  # "deadline" or "cancelled" once cut
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace hook: keep each new connection's socket (the TLS one replaces the raw one)."""
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            with self._lock:
+                self._sock = info["return_value"].get_extra_info("socket")
+                if self.reason is not None:
+                    self._shutdown()
+
+    def cut(self, reason: str) -> None:
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._sock is not None:
+            with suppress(OSError):  # already closed
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+
 @contextmanager
-def translate_errors(url: str, timeout: float) -> Iterator[None]:
-    """Map httpx's exceptions to BackendError with a message that says what to check."""
+def translate_errors(url: str, timeout: float, cutter: Cutter | None = None) -> Iterator[None]:
+    """Map httpx's exceptions (and whatever a cut socket caused) to BackendError with a message that
+    says what to check. The message reaches clients as a warning, so the URL goes to the log only."""
     try:
         yield
-    except httpx.TimeoutException as exc:
-        raise BackendError(f"timed out after {timeout:g}s waiting for {url} (RAG_LLM_TIMEOUT)") from exc
-    except httpx.ConnectError as exc:
-        raise BackendError(
-            f"could not connect to {url} ({exc}); is the server running? (RAG_OPENAI_BASE_URL)"
-        ) from exc
-    except httpx.HTTPError as exc:
-        raise BackendError(f"request to {url} failed: {type(exc).__name__}: {exc}") from exc
+    except (httpx.HTTPError, BackendError) as exc:
+        reason = cutter.reason if cutter else None
+        if reason == "cancelled":
+            raise BackendError("cancelled: the client went away") from exc
+        if reason == "deadline" or isinstance(exc, httpx.TimeoutException):
+            logger.warning("openai backend: no complete answer from %s within %gs", url, timeout)
+            raise BackendError(f"timed out after {timeout:g}s (RAG_LLM_TIMEOUT)") from exc
+        if isinstance(exc, BackendError):
+            raise
+        if isinstance(exc, httpx.ConnectError):
+            logger.warning("openai backend: could not connect to %s: %s", url, exc)
+            raise BackendError(
+                "could not connect to the LLM server; is it running? (RAG_OPENAI_BASE_URL)"
+            ) from exc
+        logger.warning("openai backend: request to %s failed: %s: %s", url, type(exc).__name__, exc)
+        raise BackendError(f"the request to the LLM server failed ({type(exc).__name__})") from exc
 
 
-def _malformed(what: str) -> BackendError:
+def _malformed(what: str, sample: str = "") -> BackendError:
+    if sample:  # the upstream's own text can name its hosts: log it, keep it out of the warning
+        logger.warning("openai backend: malformed output (%s): %r", what, sample[:200])
     return BackendError(f"malformed output from the server: {what}")
 
 
@@ -59,7 +113,7 @@ def _content(data: Any, key: str) -> str:
             return ""
         text = choices[0][key].get("content")
     except (KeyError, TypeError, IndexError, AttributeError) as exc:
-        raise _malformed(f"no choices[0].{key} in {str(data)[:200]!r}") from exc
+        raise _malformed(f"no choices[0].{key}", str(data)) from exc
     if text is not None and not isinstance(text, str):
         raise _malformed(f"choices[0].{key}.content is {type(text).__name__}, not text")
     return text or ""
@@ -77,10 +131,26 @@ class OpenAIBackend(LLMBackend):
     class Options(LLMBackend.Options):
         model: str | None = Field(None, description="Model name; default RAG_OPENAI_MODEL.")
         temperature: float = Field(0.0, ge=0.0, le=2.0)
-        max_tokens: int = Field(400, ge=1, le=8192)
+        max_tokens: int = Field(400, ge=1, description="Most tokens to generate; at most RAG_MAX_TOKENS.")
         stream: bool = Field(True, description="Ask the server to stream its answer.")
 
     options: Options
+
+    def check_options(self) -> None:
+        limit = self.settings.max_tokens
+        if self.options.max_tokens > limit:
+            if "max_tokens" in self.options.model_fields_set:
+                raise InvalidRequestError(
+                    f"options.max_tokens: {self.options.max_tokens} is over the limit of {limit} "
+                    "(RAG_MAX_TOKENS)"
+                )
+            self.options.max_tokens = limit  # the default, under an operator's lower limit
+        allowed = self.settings.allowed_openai_models
+        if self.options.model is not None and self.options.model not in allowed:
+            raise InvalidRequestError(
+                f"options.model: {self.options.model!r} is not offered; choose one of "
+                f"{', '.join(allowed)} (the operator lists them in RAG_OPENAI_MODELS)"
+            )
 
     def __init__(
         self,
@@ -90,6 +160,13 @@ class OpenAIBackend(LLMBackend):
     ) -> None:
         super().__init__(settings, options)
         self.transport = transport
+        self._cancelled = threading.Event()
+        self._cutter: Cutter | None = None
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        if self._cutter is not None:
+            self._cutter.cut("cancelled")
 
     @property
     def url(self) -> str:
@@ -110,11 +187,24 @@ class OpenAIBackend(LLMBackend):
         }
         timeout = self.settings.llm_timeout
         deadline = time.monotonic() + timeout
+        cutter = self._cutter = Cutter()
+        if self._cancelled.is_set():
+            cutter.cut("cancelled")
+            raise BackendError("cancelled: the client went away")
+        timer = threading.Timer(timeout, cutter.cut, ("deadline",))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield from self._call(body, deadline, cutter)
+        finally:
+            timer.cancel()
+
+    def _call(self, body: dict[str, Any], deadline: float, cutter: Cutter) -> Iterator[str]:
         with (
-            translate_errors(self.url, timeout),
+            translate_errors(self.url, self.settings.llm_timeout, cutter),
             httpx.Client(transport=self.transport, headers=self._headers()) as client,
         ):
-            response = self._send(client, body, deadline)
+            response = self._send(client, body, deadline, cutter)
             try:
                 if self.options.stream:
                     yield from self._read_stream(response, deadline)
@@ -123,19 +213,24 @@ class OpenAIBackend(LLMBackend):
                     try:
                         data = response.json()
                     except ValueError as exc:
-                        raise _malformed(f"not JSON: {response.text[:200]!r}") from exc
+                        raise _malformed("not JSON", response.text) from exc
                     yield _content(data, "message")
             finally:
                 response.close()
 
-    def _send(self, client: httpx.Client, body: dict[str, Any], deadline: float) -> httpx.Response:
+    def _send(
+        self, client: httpx.Client, body: dict[str, Any], deadline: float, cutter: Cutter
+    ) -> httpx.Response:
         """POST with retries on 429/5xx; the open (streaming) response on success."""
         retries = self.settings.llm_retries
         for attempt in range(retries + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise httpx.ReadTimeout("deadline passed between retries")
-            request = client.build_request("POST", self.url, json=body, timeout=httpx.Timeout(remaining))
+            trace = {"trace": cutter.trace}  # hands the connection's socket to the cutter
+            request = client.build_request(
+                "POST", self.url, json=body, timeout=httpx.Timeout(remaining), extensions=trace
+            )
             response = client.send(request, stream=True)
             if response.status_code < 400:
                 return response
@@ -148,11 +243,13 @@ class OpenAIBackend(LLMBackend):
                 if after.replace(".", "", 1).isdigit():
                     wait = max(wait, float(after))
                 if time.monotonic() + wait < deadline:
-                    time.sleep(wait)
+                    if self._cancelled.wait(wait):
+                        raise BackendError("cancelled: the client went away")
                     continue
             hint = " (check RAG_OPENAI_API_KEY)" if status in (401, 403) else ""
             tries = f" after {attempt + 1} attempts" if attempt else ""
-            raise BackendError(f"the server answered {status}{tries}{hint}: {detail}")
+            logger.warning("openai backend: %s answered %s: %s", self.url, status, detail)
+            raise BackendError(f"the server answered {status}{tries}{hint}")
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _read_stream(self, response: httpx.Response, deadline: float) -> Iterator[str]:
@@ -179,9 +276,10 @@ class OpenAIBackend(LLMBackend):
             try:
                 data = json.loads(payload)
             except ValueError as exc:
-                raise _malformed(f"a stream event is not JSON: {payload[:200]!r}") from exc
+                raise _malformed("a stream event is not JSON", payload) from exc
             if isinstance(data, dict) and "error" in data:
-                raise BackendError(f"the server reported an error mid-stream: {str(data['error'])[:200]}")
+                logger.warning("openai backend: error mid-stream: %s", str(data["error"])[:200])
+                raise BackendError("the server reported an error mid-stream (details in the server log)")
             text = _content(data, "delta")
             if text:
                 yield text

@@ -19,14 +19,16 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import SecretStr
 
 from rag.answer.answering import Answerer
 from rag.answer.prompting import Source, build_prompt
 from rag.backends.openai import OpenAIBackend
-from rag.errors import BackendError
+from rag.errors import BackendError, InvalidRequestError
 from rag.search.retrieval import Retriever
 from rag.settings import Settings
 from tests.conftest import LiveServer, free_port
+from tests.standin import StandIn
 
 PIECES = ["The answer is ", "April 2021", " [1]."]
 QUESTION = "From when will HM Inspectorate of Probation quality assure Serious Further Offence reviews?"
@@ -96,8 +98,19 @@ def fake() -> Iterator[LiveServer]:
         yield live
 
 
+# The fake's behaviours are model names, so the operator's list offers them all.
+BEHAVIOURS = "streamer plain ok flaky ratelimit fail500 unauthorised slow stall malformed truncated garbage"
+MODELS = ",".join([*BEHAVIOURS.split(), "nochoices"])
+
+
 def make_settings(tmp_path: Path, url: str, **extra: Any) -> Settings:
-    values: dict[str, Any] = {"openai_base_url": url, "llm_timeout": 1.0, "llm_retries": 2, **extra}
+    values: dict[str, Any] = {
+        "openai_base_url": url,
+        "llm_timeout": 1.0,
+        "llm_retries": 2,
+        "openai_models": MODELS,
+        **extra,
+    }
     return Settings(data_dir=tmp_path, _env_file=None, **values)  # type: ignore[call-arg]
 
 
@@ -194,7 +207,8 @@ def test_ask_openai_failure_falls_back_over_http(
     from api.main import create_app
 
     url = f"http://127.0.0.1:{free_port()}/v1" if llm == "refused" else f"{fake.url}/v1"
-    served = settings.model_copy(update={"openai_base_url": url, "llm_timeout": 1.0, "llm_retries": 1})
+    update = {"openai_base_url": url, "llm_timeout": 1.0, "llm_retries": 1}
+    served = settings.model_copy(update={**update, "openai_models": f"{MODELS},refused"})
     with LiveServer(create_app(served, retriever=retriever)) as api:
         body = {"question": QUESTION, "backend": "openai", "options": {"model": llm}}
         started = time.monotonic()
@@ -217,3 +231,107 @@ def test_answerer_with_openai_backend_cites_passages(
     answer = Answerer(OpenAIBackend.create(settings, {"model": "ok"}), retriever).answer(QUESTION)
     assert answer.backend == "openai" and answer.text == "The answer is April 2021 [1]."
     assert len(answer.citations) == 1 and not answer.warnings
+
+
+def test_openai_backend_trickling_upstream_is_cut_at_the_deadline(
+    tmp_path: Path, retriever: Retriever
+) -> None:
+    # A header byte every 0.3s never trips a read timeout: only a deadline on the whole call stops it.
+    with StandIn("trickle", interval=0.3) as llm:
+        settings = make_settings(tmp_path, llm.url, llm_timeout=2.0, llm_retries=0)
+        started = time.monotonic()
+        with pytest.raises(BackendError, match="timed out after 2s"):
+            run(settings)
+        assert time.monotonic() - started < 5
+        assert wait_closed(llm, 1)
+
+        backend = OpenAIBackend.create(settings)
+        answer = Answerer(backend, retriever).answer(QUESTION)
+        assert answer.backend == "extractive" and "April 2021" in answer.text
+        assert "openai backend failed (timed out after 2s" in answer.warnings[0]
+
+
+def test_openai_backend_cancel_closes_the_upstream_connection(tmp_path: Path) -> None:
+    import threading
+
+    with StandIn("hang") as llm:
+        backend = OpenAIBackend.create(make_settings(tmp_path, llm.url, llm_timeout=60.0, llm_retries=0))
+        failure: list[BaseException] = []
+
+        def call() -> None:
+            sources = [Source(1, _passage())]
+            try:
+                list(backend.generate(build_prompt("When?", sources), sources))
+            except BackendError as exc:
+                failure.append(exc)
+
+        worker = threading.Thread(target=call)
+        worker.start()
+        deadline = time.monotonic() + 10
+        while llm.opened == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        backend.cancel()
+        worker.join(timeout=5)
+        assert not worker.is_alive() and "cancelled" in str(failure[0])
+        assert wait_closed(llm, 1)
+
+
+def wait_closed(llm: StandIn, count: int, seconds: float = 5) -> bool:
+    deadline = time.monotonic() + seconds
+    while llm.closed < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return llm.closed >= count
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_tokens": 2000}, "options.max_tokens: 2000 is over the limit of 1024 (RAG_MAX_TOKENS)"),
+        ({"model": "gpt-4.5-expensive"}, "options.model: 'gpt-4.5-expensive' is not offered; choose one of"),
+    ],
+)
+def test_ask_openai_options_beyond_the_operators_limits_get_422(
+    client: httpx.Client, options: dict[str, Any], message: str
+) -> None:
+    response = client.post("/v1/ask", json={"question": QUESTION, "backend": "openai", "options": options})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert message in response.json()["error"]["message"]
+
+
+def test_openai_backend_options_within_the_operators_limits(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, "http://127.0.0.1:1/v1", max_tokens=300, openai_models="a, b")
+    assert OpenAIBackend.create(settings, {"model": "b", "max_tokens": 300}).options.max_tokens == 300
+    assert OpenAIBackend.create(settings, {"model": settings.openai_model}).options.max_tokens == 300
+    for options in ({"model": "c"}, {"max_tokens": 301}):
+        with pytest.raises(InvalidRequestError, match="RAG_OPENAI_MODELS|RAG_MAX_TOKENS"):
+            OpenAIBackend.create(settings, options)
+
+
+@pytest.mark.parametrize("llm", ["fail500", "garbage", "refused", "trickle"])
+def test_ask_warnings_never_show_the_llm_address_or_key(
+    fake: LiveServer,
+    retriever: Retriever,
+    settings: Settings,
+    llm: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from api.main import create_app
+
+    with StandIn("trickle", interval=0.3) as trickle:
+        urls = {"refused": f"http://127.0.0.1:{free_port()}/v1", "trickle": trickle.url}
+        url = urls.get(llm, f"{fake.url}/v1")
+        key = "sk-secret-4242"
+        update = {"openai_base_url": url, "llm_timeout": 2.0, "llm_retries": 0, "openai_models": MODELS}
+        served = settings.model_copy(update={**update, "openai_api_key": SecretStr(key)})
+        with LiveServer(create_app(served, retriever=retriever)) as api:
+            body = {"question": QUESTION, "backend": "openai", "options": {"model": llm}}
+            if llm in ("refused", "trickle"):
+                body["options"] = {}
+            data = httpx.post(f"{api.url}/v1/ask", json=body, timeout=30).json()
+    port = url.split(":")[2].split("/")[0]
+    assert data["backend"] == "extractive" and "openai backend failed" in data["warnings"][0]
+    shown = json.dumps(data["warnings"])
+    assert "127.0.0.1" not in shown and port not in shown and key not in shown and "/v1" not in shown
+    if llm != "garbage":  # the operator still gets the address, in the server log
+        assert any(url.removesuffix("/v1") in record.getMessage() for record in caplog.records)
