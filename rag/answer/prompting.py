@@ -3,7 +3,8 @@
 Retrieved text is untrusted (anyone could post a comment), so the prompt keeps the roles apart:
 the rules live in the system message; each passage sits inside ``<passage n=...>`` tags with its
 title, date and comment/reply number as attributes; any tag-like text inside a passage is
-defused so a comment cannot close its own delimiter and pose as instructions; and the question
+defused so a comment cannot close its own delimiter and pose as instructions, as are chat-template
+tokens (``<|im_start|>``, ``[INST]``, ...) so it cannot open a chat turn either; and the question
 comes after the passages, outside them. The model is told to answer only from the passages, cite
 them as [n], treat instructions inside them as data, and abstain with a fixed sentence.
 
@@ -34,6 +35,14 @@ SYSTEM = (
 )
 
 _TAG = re.compile(r"<\s*/?\s*(passages?|system|instructions?|question)\b[^>]*>", re.IGNORECASE)
+# Chat-template markers of common model families (ChatML, Llama 2/3, Mistral, Gemma, Phi): in a
+# prompt that a local backend tokenizes with special tokens parsed, they would open a new turn.
+# The local backend also neutralises whatever its own tokenizer declares (rag/backends/local.py).
+_CHAT_TOKEN = re.compile(
+    r"<\|[^|<>\s]{1,40}\|>|\[/?INST\]|<</?SYS>>|</?s>|<(?:start|end)_of_turn>|<(?:bos|eos|pad|unk)>",
+    re.IGNORECASE,
+)
+_LOOKALIKE = str.maketrans({"<": "‹", ">": "›", "[": "［", "]": "］"})
 
 
 @dataclass(frozen=True)
@@ -71,15 +80,24 @@ def _attr(value: str) -> str:
     return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def defang(token: str) -> str:
+    """A special-token string made plain text: brackets swapped for lookalikes, or, when it has
+    none, a word joiner after its first character, so no tokenizer matches it as the token."""
+    plain = token.translate(_LOOKALIKE)
+    return plain if plain != token else token[:1] + "\u2060" + token[1:]
+
+
 def defuse(text: str) -> str:
-    """Neutralise tag-like text so passage content cannot open or close our delimiters."""
-    return _TAG.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
+    """Neutralise tag-like text and chat-template tokens so untrusted content cannot open or close
+    our delimiters or a chat turn."""
+    text = _TAG.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
+    return _CHAT_TOKEN.sub(lambda m: defang(m.group(0)), text)
 
 
 def format_passage(source: Source) -> str:
     c = source.chunk
     return (
-        f'<passage n="{source.n}" title="{_attr(c.title)}" date="{c.date or "undated"}" '
+        f'<passage n="{source.n}" title="{_attr(defuse(c.title))}" date="{c.date or "undated"}" '
         f'where="{source.where}">\n{defuse(c.text)}\n</passage>'
     )
 
