@@ -11,15 +11,17 @@ warning if the backend failed.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
-from fastapi import APIRouter
+import anyio.to_thread
+from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
-from starlette.concurrency import iterate_in_threadpool
 
+from api.answer_pool import answer_stream, run_answer
 from api.checks import check_history, check_query
-from api.deps import RegistryDep, RetrieverDep, SettingsDep
+from api.deps import AnswerLimiterDep, RegistryDep, RetrieverDep, SettingsDep
 from api.models import AskRequest, AskResponse
 from rag.answer.answering import Answer, Answerer, final_answer
 from rag.search.retrieval import Filters
@@ -27,9 +29,9 @@ from rag.search.retrieval import Filters
 router = APIRouter(prefix="/v1", tags=["ask"])
 
 
-async def sse_events(items: Iterator[str | Answer]) -> AsyncIterator[dict[str, str]]:
+async def sse_events(items: AsyncIterator[str | Answer]) -> AsyncIterator[dict[str, str]]:
     """`delta` events for text pieces, then one `done` event with the full response."""
-    async for item in iterate_in_threadpool(items):
+    async for item in items:
         if isinstance(item, Answer):
             yield {"event": "done", "data": AskResponse.of(item).model_dump_json()}
         elif item:
@@ -37,13 +39,29 @@ async def sse_events(items: Iterator[str | Answer]) -> AsyncIterator[dict[str, s
 
 
 @router.post("/ask", response_model=AskResponse)
-def ask(body: AskRequest, retriever: RetrieverDep, settings: SettingsDep, registry: RegistryDep) -> Any:
+async def ask(
+    request: Request,
+    body: AskRequest,
+    retriever: RetrieverDep,
+    settings: SettingsDep,
+    registry: RegistryDep,
+    limiter: AnswerLimiterDep,
+) -> Any:
     """A cited answer to a question from the archive; `"stream": true` for server-sent events."""
     check_query(body.question, settings.max_query_chars, "question")
     check_history(body.history)
     filters: Filters | None = body.filters.to_filters() if body.filters else None
     answerer = Answerer.for_backend(body.backend, settings, retriever, body.options, registry)
-    items = answerer.stream(body.question, body.k, filters, body.history)
+    # Retrieval and generation run on the answers' own threads (api/answer_pool.py).
+    prepare = partial(answerer.stream, body.question, body.k, filters, body.history)
     if body.stream:
-        return EventSourceResponse(sse_events(items), ping=600)
-    return AskResponse.of(final_answer(items))
+        items = await anyio.to_thread.run_sync(prepare, limiter=limiter)  # refusals come before the stream
+        # On SIGTERM the stream gets the shutdown grace to end with its `done` event, not a cut.
+        return EventSourceResponse(
+            sse_events(answer_stream(items, answerer, limiter)),
+            ping=600,
+            shutdown_event=anyio.Event(),
+            shutdown_grace_period=settings.shutdown_grace,
+        )
+    answer = await run_answer(request, answerer, lambda: final_answer(prepare()), limiter)
+    return AskResponse.of(answer)

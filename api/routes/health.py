@@ -1,4 +1,4 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes: `async`, so they answer without waiting for a worker thread."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ router = APIRouter(tags=["health"])
 # HEAD too (kept out of the schema): load balancers and `curl -I` probe with it.
 @router.get("/healthz")
 @router.head("/healthz", include_in_schema=False)
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     """The process is up (says nothing about the index)."""
     return {"status": "ok"}
 
 
 @router.get("/readyz", responses={503: {"description": "Index not loaded yet, or failed to load."}})
 @router.head("/readyz", include_in_schema=False)
-def readyz(state: StateDep) -> JSONResponse:
+async def readyz(state: StateDep) -> JSONResponse:
     """200 once a query can be answered; 503 while loading or after a failed load."""
     if state.error is not None:
         return JSONResponse({"status": "error", "detail": state.error.message}, status_code=503)

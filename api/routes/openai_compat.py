@@ -19,15 +19,17 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from typing import Any, Literal
 
-from fastapi import APIRouter
+import anyio.to_thread
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import iterate_in_threadpool
 
+from api.answer_pool import answer_stream, run_answer
 from api.checks import check_encodable, check_query
-from api.deps import RegistryDep, RetrieverDep, SettingsDep
+from api.deps import AnswerLimiterDep, RegistryDep, RetrieverDep, SettingsDep
 from api.models import AskResponse, SearchFilters
 from rag.answer.answering import Answer, Answerer, final_answer
 from rag.backends import Registry
@@ -103,8 +105,13 @@ def _extras(answer: Answer) -> dict[str, Any]:
 
 
 @router.post("/chat/completions")
-def chat_completions(
-    body: ChatRequest, retriever: RetrieverDep, settings: SettingsDep, registry: RegistryDep
+async def chat_completions(
+    request: Request,
+    body: ChatRequest,
+    retriever: RetrieverDep,
+    settings: SettingsDep,
+    registry: RegistryDep,
+    limiter: AnswerLimiterDep,
 ) -> Any:
     """An OpenAI chat completion answering the last user message from the archive, with citations."""
     users = [m.text() for m in body.messages if m.role == "user"]
@@ -119,13 +126,14 @@ def chat_completions(
         backend_for(body.model, settings, registry), settings, retriever, None, registry
     )
     filters = body.filters.to_filters() if body.filters else None
-    items = answerer.stream(question, body.k, filters, users[:-1])
+    prepare = partial(answerer.stream, question, body.k, filters, users[:-1])
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    # Retrieval and generation run on the answers' own threads (api/answer_pool.py).
     if body.stream:
-        return StreamingResponse(
-            iterate_in_threadpool(_chunks(items, ident, created, body.model)), media_type="text/event-stream"
-        )
-    answer = final_answer(items)
+        items = await anyio.to_thread.run_sync(prepare, limiter=limiter)
+        chunks = answer_stream(_chunks(items, ident, created, body.model), answerer, limiter)
+        return StreamingResponse(chunks, media_type="text/event-stream")
+    answer = await run_answer(request, answerer, lambda: final_answer(prepare()), limiter)
     return {
         "id": ident,
         "object": "chat.completion",
