@@ -68,7 +68,8 @@ _DETAILS = {
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status_code, "http_error")
+    codes = {404: "not_found", 405: "method_not_allowed", 408: "timeout", 413: "too_large"}
+    code = codes.get(exc.status_code, "http_error")
     detail = _DETAILS.get(str(exc.detail), str(exc.detail))
     if exc.status_code == 404 and detail == "Not Found":  # no route matched, not an unknown id
         detail = f"no such endpoint: {request.method} {request.url.path} (see /docs)"

@@ -12,6 +12,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
@@ -50,14 +51,17 @@ ROUTERS = (
 class BodyLimit:
     """Refuse request bodies over a size with 413: before reading when Content-Length says so, and
     while reading otherwise (a chunked upload has no length), so no body is read whole past the limit.
+    A body that stalls for `timeout` seconds between pieces gets a 408, so a slow client cannot
+    hold a request open (uvicorn has no body timeout of its own).
 
     Starlette's own limiter answers in plain text; this one keeps the API's JSON error shape: the
     HTTPException raised mid-read reaches the handler in `api.errors` like any other.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, timeout: float = 10.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,17 +73,30 @@ class BodyLimit:
             await errors.error_response(413, "too_large", message)(scope, receive, send)
             return
         seen = 0
+        complete = False
 
-        async def counted() -> Message:
+        async def timed() -> Message:
+            nonlocal complete
+            if complete:  # after the body, receive() waits for the disconnect: no deadline
+                return await receive()
+            with anyio.move_on_after(self.timeout):
+                message = await receive()
+                if message["type"] == "http.request":
+                    complete = not message.get("more_body", False)
+                return message
+            stalled = f"the request body stalled for over {self.timeout:g}s (RAG_BODY_TIMEOUT)"
+            raise HTTPException(408, stalled)
+
+        async def limited() -> Message:
             nonlocal seen
-            message = await receive()
+            message = await timed()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     raise HTTPException(413, f"request body is over the limit of {self.max_bytes} bytes")
             return message
 
-        await self.app(scope, counted, send)
+        await self.app(scope, limited, send)
 
 
 def _load(state: AppState) -> None:
@@ -140,7 +157,7 @@ def _guard(app: FastAPI, state: AppState) -> None:
     keys = app.state.keys = KeyRing.from_settings(s)
     slots = Slots(s.max_concurrent_asks, s.queue_timeout)
     app.state.metrics = metrics.Metrics(state, slots)
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, timeout=s.body_timeout)
     app.add_middleware(ConcurrencyLimit, slots=slots)
     app.add_middleware(Deadline, seconds=s.request_timeout)
     buckets = TokenBuckets(s.rate_limit, 2 * s.rate_limit) if s.rate_limit > 0 else None

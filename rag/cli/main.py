@@ -151,6 +151,7 @@ def serve(
 
     from api.main import create_app
     from api.security import KeyRing, is_loopback
+    from api.serving import server_config
 
     s = settings(host=host, port=port, allow_unauthenticated=allow_unauthenticated)
     if not is_loopback(s.host) and not KeyRing.from_settings(s) and not s.allow_unauthenticated:
@@ -161,8 +162,9 @@ def serve(
             "already checks who calls."
         )
         raise typer.Exit(2)
-    # access_log off: the app writes its own JSON line per request (api/telemetry.py).
-    uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="info", access_log=False)
+    # access_log off: the app writes its own JSON line per request (api/telemetry.py). Header/body
+    # timeouts, a connection cap and a shutdown grace period: api/serving.py.
+    uvicorn.Server(server_config(create_app(s), s, log_level="info", access_log=False)).run()
 
 
 @app.command()
