@@ -8,7 +8,9 @@ behind them. Answers (asks, chat completions) therefore run on a `CapacityLimite
 the dependencies are `async` and touch no pool at all.
 
 A client that disconnects cancels its answer (`Answerer.cancel`), which cuts the backend's
-upstream call instead of letting it run to its deadline for nobody.
+upstream call instead of letting it run to its deadline for nobody. At shutdown, answers still
+waiting on their LLM when the grace period is nearly over have their backend call cut
+(`cut_answers`): each falls back to the extractive answer and finishes, a stream with its `done`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import anyio
 import anyio.to_thread
 from starlette.requests import Request
 
+from api.deps import AppState
 from rag.answer.answering import Answerer
 
 T = TypeVar("T")
@@ -78,3 +81,10 @@ async def answer_stream(
     finally:
         if not finished:
             answerer.cancel()
+
+
+def cut_answers(state: AppState) -> None:
+    """Cut the backend call of every answer still being made (from any thread): each falls back to
+    the extractive answer, with a warning, and finishes at once."""
+    for answerer in list(state.answers):
+        answerer.backend.cancel()

@@ -7,12 +7,14 @@ probe or lookup must not wait for a thread behind slow work.
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Annotated
 
 from anyio import CapacityLimiter
 from fastapi import Depends, Request
 
+from rag.answer.answering import Answerer
 from rag.backends import Registry
 from rag.errors import IndexNotBuiltError, RagError
 from rag.ingest.index import Index
@@ -32,6 +34,8 @@ class AppState:
     error: RagError | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     answer_limiter: CapacityLimiter | None = None  # the answers' own threads (api/answer_pool.py)
+    # Answers being made, so a shutdown can cut their LLM calls (api/answer_pool.py: cut_answers).
+    answers: weakref.WeakSet[Answerer] = field(default_factory=weakref.WeakSet)
 
 
 async def get_state(request: Request) -> AppState:

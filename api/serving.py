@@ -17,13 +17,19 @@ mid-body, and there is no cap on connections. So:
 
 On SIGTERM uvicorn stops listening (new connections are refused), closes idle connections and
 lets in-flight requests finish for ``RAG_SHUTDOWN_GRACE`` seconds; answer streams get the same
-grace to end with their ``done`` event (api/routes/ask.py) before uvicorn cancels what is left.
+grace to end with their ``done`` event (api/routes/ask.py). Answers still waiting on their LLM
+shortly before the grace runs out have their backend call cut (`GracefulServer`), so they fall
+back to the extractive answer and finish - plain ones with a 200, streams with ``done`` - before
+uvicorn cancels whatever is left.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import threading
+from collections.abc import Callable
+from functools import partial
+from types import FrameType
 from typing import Any
 
 import h11
@@ -32,9 +38,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from rag.settings import Settings
 
-logger = logging.getLogger(__name__)
-# uvicorn's own wait after the grace is over the streams' grace, so a stream that ends at the last
-# moment still gets its final bytes out before uvicorn cancels the remaining tasks.
+# Answers still waiting on an LLM are cut this long before the grace ends, and uvicorn waits this
+# long past it, so a fallback answer always has time to get its last bytes out.
 SHUTDOWN_MARGIN = 2.0
 
 
@@ -87,13 +92,6 @@ def head_timeout_protocol(seconds: float) -> type[HeadTimeoutH11Protocol]:
 
 def server_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
     """The uvicorn config `rag serve` runs `app` with, bounded as the module docstring says."""
-    if settings.shutdown_grace < settings.llm_timeout:
-        logger.warning(
-            "RAG_SHUTDOWN_GRACE (%gs) is below RAG_LLM_TIMEOUT (%gs): on SIGTERM an answer still "
-            "waiting on its LLM may be cut before its stream ends",
-            settings.shutdown_grace,
-            settings.llm_timeout,
-        )
     values: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -104,3 +102,30 @@ def server_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Con
         **overrides,
     }
     return uvicorn.Config(app, **values)
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server; on the first exit signal it also starts a timer that calls `on_grace_ending`
+    `after` seconds later (from the timer's thread)."""
+
+    def __init__(self, config: uvicorn.Config, on_grace_ending: Callable[[], None], after: float) -> None:
+        super().__init__(config)
+        self.on_grace_ending = on_grace_ending
+        self.after = after
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        first = not self.should_exit
+        super().handle_exit(sig, frame)
+        if first:
+            timer = threading.Timer(self.after, self.on_grace_ending)
+            timer.daemon = True
+            timer.start()
+
+
+def serve(app: Any, settings: Settings, **overrides: Any) -> None:
+    """Run `app` the way `rag serve` does, until SIGTERM or SIGINT (see the module docstring)."""
+    from api.answer_pool import cut_answers
+
+    after = max(0.0, settings.shutdown_grace - SHUTDOWN_MARGIN)
+    config = server_config(app, settings, **overrides)
+    GracefulServer(config, partial(cut_answers, app.state.rag), after).run()

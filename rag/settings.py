@@ -80,7 +80,7 @@ class Settings(BaseSettings):
         40.0,
         ge=0,
         description="Seconds `rag serve` lets in-flight requests and answer streams finish after "
-        "SIGTERM; keep it above RAG_LLM_TIMEOUT.",
+        "SIGTERM; answers still waiting on an LLM near its end fall back to the extractive answer.",
     )
     header_timeout: float = Field(
         10.0, gt=0, description="Seconds a connection may take to send its request line and headers."

@@ -21,7 +21,7 @@ from sse_starlette import EventSourceResponse
 
 from api.answer_pool import answer_stream, run_answer
 from api.checks import check_history, check_query
-from api.deps import AnswerLimiterDep, RegistryDep, RetrieverDep, SettingsDep
+from api.deps import AnswerLimiterDep, RegistryDep, RetrieverDep, SettingsDep, StateDep
 from api.models import AskRequest, AskResponse
 from rag.answer.answering import Answer, Answerer, final_answer
 from rag.search.retrieval import Filters
@@ -42,6 +42,7 @@ async def sse_events(items: AsyncIterator[str | Answer]) -> AsyncIterator[dict[s
 async def ask(
     request: Request,
     body: AskRequest,
+    state: StateDep,
     retriever: RetrieverDep,
     settings: SettingsDep,
     registry: RegistryDep,
@@ -52,6 +53,7 @@ async def ask(
     check_history(body.history)
     filters: Filters | None = body.filters.to_filters() if body.filters else None
     answerer = Answerer.for_backend(body.backend, settings, retriever, body.options, registry)
+    state.answers.add(answerer)  # so a shutdown can cut its LLM call in time
     # Retrieval and generation run on the answers' own threads (api/answer_pool.py).
     prepare = partial(answerer.stream, body.question, body.k, filters, body.history)
     if body.stream:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.answer_pool import answer_stream, run_answer
 from api.checks import check_encodable, check_query
-from api.deps import AnswerLimiterDep, RegistryDep, RetrieverDep, SettingsDep
+from api.deps import AnswerLimiterDep, RegistryDep, RetrieverDep, SettingsDep, StateDep
 from api.models import AskResponse, SearchFilters
 from rag.answer.answering import Answer, Answerer, final_answer
 from rag.backends import Registry
@@ -108,6 +108,7 @@ def _extras(answer: Answer) -> dict[str, Any]:
 async def chat_completions(
     request: Request,
     body: ChatRequest,
+    state: StateDep,
     retriever: RetrieverDep,
     settings: SettingsDep,
     registry: RegistryDep,
@@ -125,6 +126,7 @@ async def chat_completions(
     answerer = Answerer.for_backend(
         backend_for(body.model, settings, registry), settings, retriever, None, registry
     )
+    state.answers.add(answerer)  # so a shutdown can cut its LLM call in time
     filters = body.filters.to_filters() if body.filters else None
     prepare = partial(answerer.stream, question, body.k, filters, users[:-1])
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())

@@ -180,7 +180,7 @@ class LocalBackend(LLMBackend):
             stop.set()
         worker.join(timeout=5)
         if cancelled.is_set():
-            raise BackendError("cancelled: the client went away")
+            raise BackendError("cancelled before it finished")
         if failure:
             raise BackendError(f"the local model failed: {type(failure[0]).__name__}: {failure[0]}")
         if time.monotonic() > deadline:

@@ -84,7 +84,7 @@ def translate_errors(url: str, timeout: float, cutter: Cutter | None = None) -> 
     except (httpx.HTTPError, BackendError) as exc:
         reason = cutter.reason if cutter else None
         if reason == "cancelled":
-            raise BackendError("cancelled: the client went away") from exc
+            raise BackendError("cancelled before it finished") from exc
         if reason == "deadline" or isinstance(exc, httpx.TimeoutException):
             logger.warning("openai backend: no complete answer from %s within %gs", url, timeout)
             raise BackendError(f"timed out after {timeout:g}s (RAG_LLM_TIMEOUT)") from exc
@@ -190,7 +190,7 @@ class OpenAIBackend(LLMBackend):
         cutter = self._cutter = Cutter()
         if self._cancelled.is_set():
             cutter.cut("cancelled")
-            raise BackendError("cancelled: the client went away")
+            raise BackendError("cancelled before it finished")
         timer = threading.Timer(timeout, cutter.cut, ("deadline",))
         timer.daemon = True
         timer.start()
@@ -244,7 +244,7 @@ class OpenAIBackend(LLMBackend):
                     wait = max(wait, float(after))
                 if time.monotonic() + wait < deadline:
                     if self._cancelled.wait(wait):
-                        raise BackendError("cancelled: the client went away")
+                        raise BackendError("cancelled before it finished")
                     continue
             hint = " (check RAG_OPENAI_API_KEY)" if status in (401, 403) else ""
             tries = f" after {attempt + 1} attempts" if attempt else ""

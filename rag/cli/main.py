@@ -147,11 +147,9 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the HTTP API and the chat page; builds the index first if it is missing."""
-    import uvicorn
-
     from api.main import create_app
     from api.security import KeyRing, is_loopback
-    from api.serving import server_config
+    from api.serving import serve as run
 
     s = settings(host=host, port=port, allow_unauthenticated=allow_unauthenticated)
     if not is_loopback(s.host) and not KeyRing.from_settings(s) and not s.allow_unauthenticated:
@@ -163,8 +161,8 @@ def serve(
         )
         raise typer.Exit(2)
     # access_log off: the app writes its own JSON line per request (api/telemetry.py). Header/body
-    # timeouts, a connection cap and a shutdown grace period: api/serving.py.
-    uvicorn.Server(server_config(create_app(s), s, log_level="info", access_log=False)).run()
+    # timeouts, a connection cap and a graceful shutdown: api/serving.py.
+    run(create_app(s), s, log_level="info", access_log=False)
 
 
 @app.command()

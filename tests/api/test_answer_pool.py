@@ -53,9 +53,11 @@ def hanging() -> Iterator[StandIn]:
 
 @pytest.fixture
 def api(hanging: StandIn, settings: Settings, retriever: Retriever) -> Iterator[LiveServer]:
-    served = settings.model_copy(
-        update={"openai_base_url": hanging.url, "llm_timeout": 60.0, "llm_retries": 0, "ask_workers": 16}
-    )
+    update = {"openai_base_url": hanging.url, "llm_timeout": 60.0, "llm_retries": 0, "ask_workers": 16}
+    # Admission limits off (no rate limit, a slot for every ask): all 45 asks reach the app, as
+    # they would with an operator's generous limits, and compete for threads.
+    limits = {"rate_limit": 0.0, "max_concurrent_asks": 100, "queue_timeout": 60.0}
+    served = settings.model_copy(update={**update, **limits})
     with LiveServer(create_app(served, retriever=retriever)) as live:
         yield live
 
