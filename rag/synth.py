@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
+
 from rag.ingest.corpus import corpus_files
 
 # Lines the parser reads as structure; generated text must never consist of one of them.
@@ -143,3 +145,21 @@ def write_archive(source: Path, out: Path, spec: SynthSpec) -> int:
         (out / name).write_text(body, encoding="utf-8", newline="\n")
         count += 1
     return count
+
+
+def clustered_vectors(groups: list[int], dim: int, seed: int = 0, spread: float = 0.9) -> np.ndarray:
+    """(sum(groups), dim) float32 unit vectors standing in for embeddings: the rows of group g (one
+    post, say) lie around a topic direction of their own, and topics themselves gather around a few
+    themes, as real embeddings of one blog do (cosines between passages of one post around 0.5,
+    between unrelated ones near 0.1), rather than uniform noise, on which every index looks bad."""
+    rng = np.random.default_rng(seed)
+    themes = rng.standard_normal((max(1, len(groups) // 50 + 1), dim)).astype(np.float32)
+    theme_of = rng.integers(0, len(themes), size=len(groups))
+    topics = themes[theme_of] + rng.standard_normal((len(groups), dim)).astype(np.float32)
+    topics /= np.linalg.norm(topics, axis=1, keepdims=True)
+    out = np.repeat(topics, groups, axis=0)
+    noise = rng.standard_normal(out.shape, dtype=np.float32)
+    noise *= spread / np.linalg.norm(noise, axis=1, keepdims=True)
+    out += noise
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return out

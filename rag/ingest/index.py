@@ -8,9 +8,14 @@ On disk (``index_dir``)::
                          library versions, and a sha256 of every file below
         documents.json   parsed posts (raw text, nodes) so passages resolve without data/
         chunks.jsonl     one Chunk per line, with `dup_of` for repeated passages
-        chunks.faiss     (n_chunks, dim) float32, L2-normalised, inner product
+        chunks.npy       (n_chunks, dim) float32, L2-normalised, inner product
+        chunks.ivf       FAISS IVF index over chunks.npy, only past `vectors.EXACT_BELOW` chunks
         sentences.json   sentence spans and the chunk each belongs to
-        sentences.faiss  (n_sentences, dim) float32, L2-normalised, inner product
+        sentences.npy    (n_sentences, dim) float32, L2-normalised, inner product
+        sentences.ivf    as chunks.ivf, for the sentences
+
+The vector files are memory-mapped at load (see `rag.ingest.vectors`, which also chooses between
+exact and IVF search and records the choice in the manifest's ``vector_index``).
 
 A crash mid-build leaves at worst an orphan ``build-*`` folder; ``current`` only ever points at a
 complete build, and the loader verifies checksums, so a half-written or tampered index never loads.
@@ -32,23 +37,25 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
 from rag.errors import IndexIncompatibleError, IndexNotBuiltError, NotFoundError
+from rag.ingest import vectors
 from rag.ingest.chunking import ENCODING, PARENT_WORDS, Chunk, chunk_corpus
 from rag.ingest.corpus import Corpus, Document, Node, load_corpus
 from rag.ingest.embedding import Embedder
 from rag.ingest.incremental import VectorCache, changes
 from rag.ingest.sentences import Sentence, split_sentences
+from rag.ingest.vectors import VectorIndex
 from rag.search.dedup import duplicate_of
 
 logger = logging.getLogger(__name__)
 
 # 2: replies embed the opening words of their parent comment; 3: links left out of those words;
-# 4: nodes carry a content hash
-FORMAT_VERSION = 4
-_FILES = ("documents.json", "chunks.jsonl", "chunks.faiss", "sentences.json", "sentences.faiss")
+# 4: nodes carry a content hash; 5: vectors as memory-mappable .npy (+ .ivf past a size) instead
+# of flat .faiss files
+FORMAT_VERSION = 5
+_FILES = ("documents.json", "chunks.jsonl", "sentences.json")
 
 
 @dataclass(frozen=True)
@@ -68,15 +75,23 @@ class Index:
     documents: dict[str, Document]
     chunks: list[Chunk]
     dup_of: list[int | None]  # for each chunk, the earlier chunk it repeats, or None
-    vectors: np.ndarray  # (n_chunks, dim) float32, L2-normalised
     sentences: list[Sentence]
-    sentence_vectors: np.ndarray  # (n_sentences, dim) float32, L2-normalised
-    faiss_chunks: Any = field(repr=False)
-    faiss_sentences: Any = field(repr=False)
+    chunk_search: VectorIndex = field(repr=False)  # top-k over the chunk vectors
+    sentence_search: VectorIndex = field(repr=False)  # top-k over the sentence vectors
     by_id: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.by_id = {c.id: i for i, c in enumerate(self.chunks)}
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """(n_chunks, dim) float32, L2-normalised; memory-mapped when loaded from disk."""
+        return self.chunk_search.matrix
+
+    @property
+    def sentence_vectors(self) -> np.ndarray:
+        """(n_sentences, dim) float32, L2-normalised; memory-mapped when loaded from disk."""
+        return self.sentence_search.matrix
 
     def chunk(self, chunk_id: str) -> Chunk:
         try:
@@ -103,13 +118,6 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
-
-
-def _flat_ip(vectors: np.ndarray, dim: int) -> Any:
-    index = faiss.IndexFlatIP(dim)
-    if len(vectors):
-        index.add(vectors)
-    return index
 
 
 def _reusable(previous: Index | None, config: IndexConfig, dim: int) -> Index | None:
@@ -139,24 +147,25 @@ def build(
     chunks = chunk_corpus(corpus.documents, config.chunk_size, config.chunk_overlap, embedder.fits)
     sentences = split_sentences(corpus.documents, chunks)
     texts = [c.embed_text for c in chunks] + [s.embed_text for s in sentences]
-    vectors = np.zeros((len(texts), embedder.dim), dtype=np.float32)
+    embedded = np.zeros((len(texts), embedder.dim), dtype=np.float32)
     todo = list(range(len(texts)))
     base = _reusable(previous, config, embedder.dim)
     if base is not None:
         cache = VectorCache()
         cache.add((c.embed_text for c in base.chunks), base.vectors)
         cache.add((s.embed_text for s in base.sentences), base.sentence_vectors)
-        todo = cache.fill(texts, vectors)
+        todo = cache.fill(texts, embedded)
     # Batches of similar length waste little on padding: sorting the whole corpus by length once, rather
     # than letting sentence-transformers sort within each progress batch, cut embedding time by a third.
     order = sorted(todo, key=lambda i: len(texts[i]), reverse=True)
     batch = 64
     for i in range(0, len(order), batch):
         rows = order[i : i + batch]
-        vectors[rows] = embedder.encode([texts[j] for j in rows], batch_size=batch)
+        embedded[rows] = embedder.encode([texts[j] for j in rows], batch_size=batch)
         if progress:
             progress("embedding", min(i + batch, len(order)), len(order))
-    chunk_vecs, sent_vecs = vectors[: len(chunks)], vectors[len(chunks) :]
+    chunk_search = vectors.build(embedded[: len(chunks)])
+    sentence_search = vectors.build(embedded[len(chunks) :])
     manifest = {
         "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -175,6 +184,7 @@ def build(
         "documents": len(corpus.documents),
         "chunks": len(chunks),
         "sentences": len(sentences),
+        "vector_index": {"chunks": chunk_search.spec, "sentences": sentence_search.spec},
         "versions": _versions(),
         # How this build came about: what it reused from which build, and what changed since.
         "incremental": {
@@ -189,11 +199,9 @@ def build(
         documents={d.id: d for d in corpus.documents},
         chunks=chunks,
         dup_of=duplicate_of([c.text for c in chunks]),
-        vectors=chunk_vecs,
         sentences=sentences,
-        sentence_vectors=sent_vecs,
-        faiss_chunks=_flat_ip(chunk_vecs, embedder.dim),
-        faiss_sentences=_flat_ip(sent_vecs, embedder.dim),
+        chunk_search=chunk_search,
+        sentence_search=sentence_search,
     )
 
 
@@ -250,9 +258,11 @@ def save(index: Index, index_dir: Path) -> Path:
         (build_dir / "sentences.json").write_text(
             json.dumps([asdict(s) for s in index.sentences], ensure_ascii=False), encoding="utf-8"
         )
-        faiss.write_index(index.faiss_chunks, str(build_dir / "chunks.faiss"))
-        faiss.write_index(index.faiss_sentences, str(build_dir / "sentences.faiss"))
-        files = {f: _sha256(build_dir / f) for f in _FILES}
+        written = [
+            *vectors.save(index.chunk_search, build_dir, "chunks"),
+            *vectors.save(index.sentence_search, build_dir, "sentences"),
+        ]
+        files = {f: _sha256(build_dir / f) for f in (*_FILES, *written)}
         manifest = {**index.manifest, "build": build_dir.name, "files": files}
         # The manifest goes last: a build without one is never loaded.
         (build_dir / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
@@ -350,20 +360,19 @@ def load(index_dir: Path) -> Index:
         dup_of = [row.pop("dup_of") for row in rows]
         chunks = [Chunk(**row) for row in rows]
         sentences = [Sentence(**s) for s in json.loads((root / "sentences.json").read_text(encoding="utf-8"))]
-        faiss_chunks = faiss.read_index(str(root / "chunks.faiss"))
-        faiss_sentences = faiss.read_index(str(root / "sentences.faiss"))
-        if faiss_chunks.ntotal != len(chunks) or faiss_sentences.ntotal != len(sentences):
+        specs = manifest["vector_index"]
+        chunk_search = vectors.load(root, "chunks", specs["chunks"])
+        sentence_search = vectors.load(root, "sentences", specs["sentences"])
+        if chunk_search.ntotal != len(chunks) or sentence_search.ntotal != len(sentences):
             raise IndexIncompatibleError("index vectors and chunk store disagree; run `rag ingest`")
         return Index(
             manifest=manifest,
             documents={d.id: d for d in documents},
             chunks=chunks,
             dup_of=dup_of,
-            vectors=faiss_chunks.reconstruct_n(0, faiss_chunks.ntotal),
             sentences=sentences,
-            sentence_vectors=faiss_sentences.reconstruct_n(0, faiss_sentences.ntotal),
-            faiss_chunks=faiss_chunks,
-            faiss_sentences=faiss_sentences,
+            chunk_search=chunk_search,
+            sentence_search=sentence_search,
         )
 
 

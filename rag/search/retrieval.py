@@ -20,10 +20,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Literal
 
 import bm25s
-import faiss
 import numpy as np
 
 from rag.errors import InvalidRequestError
@@ -174,17 +173,6 @@ class Retriever:
             return np.zeros(n, dtype=np.float32)
         return np.asarray(self._bm25.get_scores(known), dtype=np.float32)
 
-    def _faiss_top(self, faiss_index: Any, q: np.ndarray, k: int, allowed: np.ndarray | None) -> list[int]:
-        k = min(k, faiss_index.ntotal if allowed is None else len(allowed))
-        if k <= 0:
-            return []
-        params = None
-        if allowed is not None:
-            selector = faiss.IDSelectorBatch(allowed.astype(np.int64))
-            params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
-        _, ids = faiss_index.search(q, k, params=params)
-        return [int(i) for i in ids[0] if i >= 0]
-
     # ------------------------------------------------------------ search
 
     def search(
@@ -225,7 +213,7 @@ class Retriever:
         sentence: dict[int, float] = {}
         if mode != "bm25":
             q = (self.query_vector(query) if vector is None else vector).reshape(1, -1)  # (1, dim)
-            pool.update(self._faiss_top(self.index.faiss_chunks, q, self.candidates, allowed))
+            pool.update(self.index.chunk_search.search(q, self.candidates, allowed))
             sent_allowed = None
             if allowed is not None:
                 sent_allowed = np.array(
@@ -236,7 +224,7 @@ class Retriever:
                     ],
                     dtype=np.int64,
                 )
-            for s in self._faiss_top(self.index.faiss_sentences, q, self.candidates, sent_allowed):
+            for s in self.index.sentence_search.search(q, self.candidates, sent_allowed):
                 pool.update(c for c in self.index.sentences[s].chunks if allowed_mask[c])
             ids = np.fromiter(pool, dtype=np.int64)
             if len(ids):

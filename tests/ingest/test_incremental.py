@@ -102,7 +102,7 @@ def test_incremental_ingest_drops_a_removed_posts_chunks(root: Path, embedder: E
     assert gone not in index.documents
     assert not [c for c in index.chunks if c.document_id == gone]
     assert not [s for s in index.sentences if s.document_id == gone]
-    assert len(index.chunks) == index.faiss_chunks.ntotal
+    assert len(index.chunks) == index.chunk_search.ntotal
 
 
 def test_full_ingest_reuses_nothing(root: Path, embedder: Embedder) -> None:

@@ -48,9 +48,10 @@ def _settings(data: Path, index_dir: Path, **kw: object) -> Settings:
 def test_index_faiss_top_k_equals_numpy_brute_force(index: Index, embedder: Embedder) -> None:
     queries = embedder.encode(["probation privatisation failed", "pay progression", "Serco contracts"])
     k = 10
-    _, ids = index.faiss_chunks.search(queries, k)
+    ids = np.array([index.chunk_search.search(q, k) for q in queries])
     brute = np.argsort(-(queries @ index.vectors.T), axis=1)[:, :k]
     assert (ids == brute).all()
+    assert index.manifest["vector_index"] == {"chunks": {"type": "exact"}, "sentences": {"type": "exact"}}
 
 
 def test_index_manifest_describes_the_build(index: Index) -> None:
@@ -97,7 +98,9 @@ def test_index_changed_corpus_is_stale(small: tuple[Path, Index]) -> None:
         check_compatible(built.manifest, CONFIG, "0" * 64)
 
 
-@pytest.mark.parametrize("victim", ["chunks.jsonl", "chunks.faiss", "manifest.json", "documents.json"])
+@pytest.mark.parametrize(
+    "victim", ["chunks.jsonl", "chunks.npy", "sentences.npy", "manifest.json", "documents.json"]
+)
 def test_index_corrupt_file_is_refused_with_named_error(
     small: tuple[Path, Index], tmp_path: Path, victim: str
 ) -> None:
@@ -119,7 +122,7 @@ def test_index_crash_mid_save_keeps_previous_index(
     def boom(*_: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("rag.ingest.index.faiss.write_index", boom)
+    monkeypatch.setattr("rag.ingest.vectors.save", boom)
     with pytest.raises(OSError):
         save(built, tmp_path)
     assert read_manifest(tmp_path) == before
