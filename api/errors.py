@@ -8,15 +8,33 @@ unexpected is logged and becomes a 500 in the same shape (a bug, never a contrac
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
+from api.models import ErrorResponse
 from rag.errors import RagError, RetryLater, UnauthorizedError, describe_validation
 
 logger = logging.getLogger(__name__)
+
+# What each error status means here. Routes document the ones they can send with `documented`, so
+# /openapi.json names every error a client can get, each in the one shape the server sends.
+MEANINGS = {
+    400: "Bad request: an unknown backend, or a body that is not UTF-8.",
+    404: "No passage or document with that id.",
+    413: "Request body over the 2 MB limit (chunked uploads included).",
+    422: "Invalid input: the message names the field and says what is wrong.",
+    503: "The index is still loading or is not available; retry when GET /readyz answers 200.",
+}
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses=`: each status with the error model and its meaning."""
+    return {status: {"model": ErrorResponse, "description": MEANINGS[status]} for status in statuses}
 
 
 def error_response(
@@ -68,14 +86,31 @@ _DETAILS = {
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed", 408: "timeout", 413: "too_large"}
+    codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "timeout", 413: "too_large"}
     code = codes.get(exc.status_code, "http_error")
     detail = _DETAILS.get(str(exc.detail), str(exc.detail))
     if exc.status_code == 404 and detail == "Not Found":  # no route matched, not an unknown id
         detail = f"no such endpoint: {request.method} {request.url.path} (see /docs)"
     elif exc.status_code == 405 and detail == "Method Not Allowed":
         detail = f"{request.method} is not allowed on {request.url.path}"
-    return error_response(exc.status_code, code, detail)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return error_response(exc.status_code, code, detail, headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route answers on this path. RFC 9110 wants them in a 405's `Allow`; Starlette
+    names only those of the first route on the path, so a path with a GET route and a separate HEAD
+    one (kept out of the schema) would claim to allow HEAD alone. Each method is asked of the router
+    as a request would be, so included routers and mounts count too."""
+    routes = request.app.router.routes
+    return ", ".join(
+        m for m in _METHODS if any(r.matches({**request.scope, "method": m})[0] == Match.FULL for r in routes)
+    )
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -83,9 +118,36 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "internal error; the server log has details")
 
 
+def _without_default_validation_error(app: FastAPI) -> None:
+    """FastAPI documents a 422 in its own `detail` shape on every route with a parameter; the server
+    never sends that shape (`_validation_error` answers in ours), so the schema drops it. Routes that
+    can send a 422 document it with `documented(422)`, and FastAPI then adds none of its own."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        default = "#/components/schemas/HTTPValidationError"
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                body = responses.get("422", {}).get("content", {}).get("application/json", {})
+                if body.get("schema", {}).get("$ref") == default:
+                    del responses["422"]
+        components = schema.get("components", {}).get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
-    """Register the handlers (MRO lookup makes the RagError one cover every subclass)."""
+    """Register the handlers (MRO lookup makes the RagError one cover every subclass), and make the
+    OpenAPI document describe the errors as they are sent."""
     app.add_exception_handler(RagError, _rag_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+    _without_default_validation_error(app)

@@ -30,7 +30,7 @@ from rag.errors import RagError
 from rag.ingest.embedding import Embedder
 from rag.search.quotes import Quoter
 from rag.search.retrieval import Retriever
-from rag.service import make_retriever, open_index
+from rag.service import index_unavailable, make_retriever, open_index
 from rag.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -111,10 +111,10 @@ def _load(state: AppState) -> None:
         state.ready.set()
     except RagError as exc:
         logger.error("index not available: %s", exc)
-        state.error = exc
+        state.error = index_unavailable(exc)
     except Exception as exc:  # noqa: BLE001 - a failed load must surface on /readyz, not kill the server
         logger.exception("index failed to load")
-        state.error = RagError(f"index failed to load: {type(exc).__name__}: {exc}")
+        state.error = index_unavailable(exc)
 
 
 def create_app(settings: Settings | None = None, retriever: Retriever | None = None) -> FastAPI:

@@ -9,8 +9,9 @@ fields, so a misspelt filter gets a 422 naming it instead of being silently igno
 from __future__ import annotations
 
 from datetime import date
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rag.answer.answering import Answer
 from rag.ingest.chunking import Chunk
@@ -35,6 +36,14 @@ class SearchFilters(Strict):
     kind: list[KindName] | KindName | None = Field(None, description="post, comment and/or reply.")
     date_from: date | None = Field(None, description="Earliest post date, inclusive (YYYY-MM-DD).")
     date_to: date | None = Field(None, description="Latest post date, inclusive (YYYY-MM-DD).")
+
+    @field_validator("date_from", "date_to", mode="before")
+    @classmethod
+    def _date_is_text(cls, value: object) -> object:
+        # Pydantic would read a number as seconds since 1970 (0 is 1970-01-01): refuse, like any wrong type.
+        if value is not None and not isinstance(value, str | date):
+            raise ValueError("expected a date as YYYY-MM-DD text")
+        return value
 
     def to_filters(self) -> Filters:
         def as_list(value: list[str] | str | None) -> tuple[str, ...]:
@@ -151,6 +160,15 @@ class PassageResponse(BaseModel):
                 parent=NodeText.of(p.parent) if p.parent else None,
             ),
         )
+
+
+class Readiness(BaseModel):
+    """GET /readyz: whether a query can be answered, and if not, why."""
+
+    status: Literal["ready", "loading", "error"]
+    documents: int | None = Field(None, description="Posts in the index, once ready.")
+    chunks: int | None = Field(None, description="Passages in the index, once ready.")
+    detail: str | None = Field(None, description="Why the index is not available, after a failed load.")
 
 
 class ErrorBody(BaseModel):

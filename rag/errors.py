@@ -7,6 +7,8 @@ mapping lives with the error and `api/errors.py` needs a single handler::
     ├── CorpusFormatError (422)      a post file that cannot be parsed (names file and line)
     ├── IndexNotBuiltError (503)     no index on disk yet: run `rag ingest`
     ├── IndexIncompatibleError (409) index built with other settings, or corrupt
+    ├── IndexUnavailableError (503)  the server could not load or build its index (disk, corruption)
+    ├── IndexWriteError (503)        the index could not be written (disk full, permissions)
     ├── UnknownBackendError (400)    also a KeyError: unknown LLM backend name
     ├── BackendError (502)           an LLM backend failed (timeout, refused, bad output)
     ├── InvalidRequestError (422)    input the library refuses (bad filter, empty query, ...)
@@ -62,6 +64,23 @@ class IndexIncompatibleError(RagError):
 
     status = 409
     code = "index_incompatible"
+
+
+class IndexUnavailableError(RagError):
+    """A server whose index could not be loaded or built: every query is refused until it is fixed.
+
+    Its message is what a client sees, so it says what failed without the server's paths; the full
+    cause (the chained exception) goes to the server log."""
+
+    status = 503
+    code = "index_unavailable"
+
+
+class IndexWriteError(RagError):
+    """Writing a new index failed (disk full, file too large, permissions); the previous one is kept."""
+
+    status = 503
+    code = "index_write_failed"
 
 
 class UnknownBackendError(RagError, KeyError):

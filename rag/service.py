@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.errors import IndexIncompatibleError, IndexNotBuiltError
+from rag.errors import IndexIncompatibleError, IndexNotBuiltError, IndexUnavailableError, IndexWriteError
 from rag.ingest.corpus import Corpus, corpus_files, load_corpus
 from rag.ingest.embedding import Embedder
 from rag.ingest.index import Index, IndexConfig, build, check_compatible, load, read_manifest, save
@@ -78,6 +78,25 @@ def open_index(settings: Settings, embedder: Embedder, progress: Progress | None
     index = build(corpus, embedder, config, progress, _previous(settings.index_dir))
     save(index, settings.index_dir)
     return OpenedIndex(index, True, reason, corpus)
+
+
+def index_unavailable(exc: BaseException) -> IndexUnavailableError:
+    """Why a server has no index, as its clients may see it: what failed, never a path (those go to
+    the log with the cause). An OSError anywhere in the cause chain lends its reason (disk full, ...)."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__
+    if isinstance(cause, OSError):
+        what = f"the index could not be read or written ({cause.strerror or type(cause).__name__})"
+    elif isinstance(exc, IndexWriteError):
+        what = "a new index could not be written (disk full or not writable)"
+    elif isinstance(exc, IndexIncompatibleError):
+        what = "the index on disk is stale or corrupt and was not rebuilt"
+    elif isinstance(exc, IndexNotBuiltError):
+        what = "there is no index"
+    else:
+        what = f"the index failed to load ({type(exc).__name__})"
+    return IndexUnavailableError(f"{what}; the operator should check the server log and run `rag ingest`")
 
 
 def make_retriever(settings: Settings, index: Index, embedder: Embedder) -> Retriever:

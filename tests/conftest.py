@@ -12,7 +12,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -85,7 +85,9 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """A real uvicorn server in a thread, on 127.0.0.1 and a free port."""
+    """A real uvicorn server in a thread, on 127.0.0.1 and a free port; entered once `probe` answers 200."""
+
+    probe = "/readyz"
 
     def __init__(self, app: object) -> None:
         self.port = free_port()
@@ -99,7 +101,7 @@ class LiveServer:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}{self.probe}", timeout=2).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -109,6 +111,19 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+class StartedServer(LiveServer):
+    """A LiveServer entered as soon as the process answers, whatever its index is doing."""
+
+    probe = "/healthz"
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not reach the expected state in {timeout} s")
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")

@@ -22,11 +22,12 @@ from sse_starlette import EventSourceResponse
 from api.answer_pool import answer_stream, run_answer
 from api.checks import check_history, check_query
 from api.deps import AnswerLimiterDep, RegistryDep, RetrieverDep, SettingsDep, StateDep
+from api.errors import documented
 from api.models import AskRequest, AskResponse
 from rag.answer.answering import Answer, Answerer, final_answer
 from rag.search.retrieval import Filters
 
-router = APIRouter(prefix="/v1", tags=["ask"])
+router = APIRouter(prefix="/v1", tags=["ask"], responses=documented(400, 413, 422, 503))
 
 
 async def sse_events(items: AsyncIterator[str | Answer]) -> AsyncIterator[dict[str, str]]:
@@ -38,7 +39,20 @@ async def sse_events(items: AsyncIterator[str | Answer]) -> AsyncIterator[dict[s
             yield {"event": "delta", "data": json.dumps({"text": item})}
 
 
-@router.post("/ask", response_model=AskResponse)
+# With `"stream": true` the 200 is an event stream instead of one JSON object; the schema describes
+# one event: `delta`s carry {"text": ...}, the `done` event the AskResponse object.
+EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"enum": ["delta", "done"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
+STREAMED: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {"schema": EVENT}}}}
+
+
+@router.post("/ask", response_model=AskResponse, responses=STREAMED)
 async def ask(
     request: Request,
     body: AskRequest,

@@ -6,9 +6,10 @@ from fastapi import APIRouter
 
 from api.checks import check_query
 from api.deps import QuoterDep, SettingsDep
+from api.errors import documented
 from api.models import CiteRequest, CiteResponse, QuoteMatch
 
-router = APIRouter(prefix="/v1", tags=["citations"])
+router = APIRouter(prefix="/v1", tags=["citations"], responses=documented(400, 413, 422, 503))
 
 
 @router.post("/cite", response_model=CiteResponse)

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import StateDep
+from api.models import Readiness
 
 router = APIRouter(tags=["health"])
 
@@ -18,7 +19,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Index not loaded yet, or failed to load."}})
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Index not loaded yet, or failed to load."}},
+)
 @router.head("/readyz", include_in_schema=False)
 async def readyz(state: StateDep) -> JSONResponse:
     """200 once a query can be answered; 503 while loading or after a failed load."""

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.answer_pool import answer_stream, run_answer
 from api.checks import check_encodable, check_query
 from api.deps import AnswerLimiterDep, RegistryDep, RetrieverDep, SettingsDep, StateDep
+from api.errors import documented
 from api.models import AskResponse, SearchFilters
 from rag.answer.answering import Answer, Answerer, final_answer
 from rag.backends import Registry
@@ -104,7 +105,14 @@ def _extras(answer: Answer) -> dict[str, Any]:
     }
 
 
-@router.post("/chat/completions")
+# One streamed event: `data:` holds a chat.completion.chunk object, or `[DONE]` at the end.
+EVENT: dict[str, Any] = {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}
+
+
+@router.post(
+    "/chat/completions",
+    responses={200: {"content": {"text/event-stream": {"schema": EVENT}}}, **documented(400, 413, 422, 503)},
+)
 async def chat_completions(
     request: Request,
     body: ChatRequest,

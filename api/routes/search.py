@@ -8,10 +8,11 @@ from fastapi import APIRouter
 
 from api.checks import check_query
 from api.deps import RetrieverDep, SettingsDep
+from api.errors import documented
 from api.models import BatchSearchRequest, BatchSearchResponse, SearchRequest, SearchResponse
 from rag.search.retrieval import timed_search
 
-router = APIRouter(prefix="/v1", tags=["search"])
+router = APIRouter(prefix="/v1", tags=["search"], responses=documented(400, 413, 422, 503))
 
 
 @router.post("/search", response_model=SearchResponse)
