@@ -59,6 +59,18 @@ def reported() -> Iterator[None]:
 
 @contextmanager
 def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+    if not err.is_terminal:
+        # No live bar in a log (a container build, CI, a pipe): one line per tenth of each stage.
+        shown: dict[str, int] = {}
+
+        def log(stage: str, done: int, total: int) -> None:
+            tenth = done * 10 // max(total, 1)
+            if shown.get(stage, -1) < tenth:
+                shown[stage] = tenth
+                err.print(f"{stage} {done}/{total}", highlight=False)
+
+        yield log
+        return
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
     ) as bar:

@@ -308,14 +308,22 @@ def _parse_flattened(raw: str, source: str, lines: list[tuple[int, int, str]], b
 
 
 def parse_file(path: Path) -> Document:
-    """Read and parse one post file."""
+    """Read and parse one post file. A file that cannot be read (permissions, a vanished file), is
+    not UTF-8 (a binary, or text cut off mid-character) or holds a NUL byte (binary data that happens
+    to decode) raises CorpusFormatError naming the file and line, like any other bad file."""
     try:
-        # newline="" keeps "\r\n" so offsets index the file's text exactly.
-        with path.open(encoding="utf-8", newline="") as fh:
-            raw = fh.read()
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CorpusFormatError(path.name, 1, f"cannot be read ({exc.strerror or exc})") from exc
+    try:
+        # Decoding the bytes as they are keeps "\r\n", so offsets index the file's text exactly.
+        raw = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise CorpusFormatError(path.name, line, f"not UTF-8 text ({exc.reason})") from exc
+    if "\0" in raw:
+        line = raw[: raw.index("\0")].count("\n") + 1
+        raise CorpusFormatError(path.name, line, "binary data (a NUL byte), not a post export")
     return parse_text(raw, path.name)
 
 

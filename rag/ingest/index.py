@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.errors import IndexIncompatibleError, IndexNotBuiltError, NotFoundError
+from rag.errors import IndexIncompatibleError, IndexNotBuiltError, IndexWriteError, NotFoundError
 from rag.ingest import vectors
 from rag.ingest.chunking import ENCODING, PARENT_WORDS, Chunk, chunk_corpus
 from rag.ingest.corpus import Corpus, Document, Node, load_corpus
@@ -56,6 +56,7 @@ logger = logging.getLogger(__name__)
 # of flat .faiss files
 FORMAT_VERSION = 5
 _FILES = ("documents.json", "chunks.jsonl", "sentences.json")
+_SELF_DIGEST = "manifest_sha256"
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _manifest_digest(manifest: dict[str, Any]) -> str:
+    """The manifest's own checksum (over its other keys): a flipped byte in a count or the dimension
+    would otherwise load unnoticed, as the manifest holds the other files' checksums but not its own."""
+    rest = {k: v for k, v in manifest.items() if k != _SELF_DIGEST}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def _doc_to_json(doc: Document) -> dict[str, Any]:
     return {
         "id": doc.id,
@@ -242,12 +250,13 @@ def _doc_from_json(data: dict[str, Any]) -> Document:
 
 
 def save(index: Index, index_dir: Path) -> Path:
-    """Write `index` under `index_dir` and point `current` at it, atomically."""
-    index_dir.mkdir(parents=True, exist_ok=True)
+    """Write `index` under `index_dir` and point `current` at it, atomically. A failed write (disk
+    full, file too large, permissions) raises IndexWriteError and leaves the previous index as it was."""
     build_dir = index_dir / f"build-{index.manifest['corpus_fingerprint'][:12]}-{uuid.uuid4().hex[:8]}"
-    build_dir.mkdir()
     previous = current_build(index_dir)
     try:
+        index_dir.mkdir(parents=True, exist_ok=True)
+        build_dir.mkdir()
         (build_dir / "documents.json").write_text(
             json.dumps([_doc_to_json(d) for d in index.documents.values()], ensure_ascii=False),
             encoding="utf-8",
@@ -264,10 +273,17 @@ def save(index: Index, index_dir: Path) -> Path:
         ]
         files = {f: _sha256(build_dir / f) for f in (*_FILES, *written)}
         manifest = {**index.manifest, "build": build_dir.name, "files": files}
+        manifest[_SELF_DIGEST] = _manifest_digest(manifest)
         # The manifest goes last: a build without one is never loaded.
         (build_dir / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         index.manifest = manifest
         _swap_current(index_dir, build_dir)
+    except (OSError, RuntimeError) as exc:  # FAISS reports a failed write as a RuntimeError
+        shutil.rmtree(build_dir, ignore_errors=True)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip()
+        raise IndexWriteError(
+            f"could not write the index to {index_dir}/ ({reason}); the previous index is kept"
+        ) from exc
     except BaseException:
         shutil.rmtree(build_dir, ignore_errors=True)
         raise
@@ -311,6 +327,12 @@ def read_manifest(index_dir: Path, build_dir: Path | None = None) -> dict[str, A
         raise IndexIncompatibleError(
             f"index in {index_dir}/ is corrupt (manifest unreadable: {exc}); run `rag ingest`"
         ) from exc
+    # Indexes written before the manifest carried its own checksum have none; any written since must match.
+    digest = manifest.get(_SELF_DIGEST) if isinstance(manifest, dict) else ""
+    if not isinstance(manifest, dict) or (digest is not None and digest != _manifest_digest(manifest)):
+        raise IndexIncompatibleError(
+            f"index in {index_dir}/ is corrupt (manifest.json does not match its checksum); run `rag ingest`"
+        )
     return manifest
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.errors import IndexIncompatibleError, IndexNotBuiltError
+from rag.errors import IndexIncompatibleError, IndexNotBuiltError, IndexWriteError
 from rag.ingest.corpus import load_corpus
 from rag.ingest.embedding import Embedder
 from rag.ingest.index import (
@@ -123,7 +123,7 @@ def test_index_crash_mid_save_keeps_previous_index(
         raise OSError("disk full")
 
     monkeypatch.setattr("rag.ingest.vectors.save", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(IndexWriteError, match="disk full"):
         save(built, tmp_path)
     assert read_manifest(tmp_path) == before
     assert len(load(tmp_path).chunks) == len(built.chunks)

@@ -1,0 +1,311 @@
+"""Faults in the index and while writing it: a file of any type truncated or with a byte flipped, an
+ingest killed mid-way, the disk filling while an index is written, index files a server cannot read.
+The old index always survives and still loads; a damaged one never loads; a server without an index
+answers 503 with a clear message and none of its paths. Real subprocesses, signals and file-size limits."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from api.main import create_app
+from rag.errors import IndexIncompatibleError, IndexWriteError
+from rag.ingest.corpus import load_corpus
+from rag.ingest.embedding import Embedder
+from rag.ingest.index import Index, IndexConfig, build, load, read_manifest, save
+from rag.service import open_index
+from rag.settings import Settings
+from tests.conftest import DATA, StartedServer, free_port
+
+RAG = str(Path(sys.executable).with_name("rag"))
+SMALL = ("002_c9ebe3be5a93ccd6.txt", "003_ea05dc3451fe564a.txt")
+FILES = (
+    "manifest.json",
+    "documents.json",
+    "chunks.jsonl",
+    "chunks.npy",
+    "sentences.json",
+    "sentences.npy",
+)
+CONFIG = IndexConfig(
+    "bundled", Settings.model_fields["chunk_size"].default, Settings.model_fields["chunk_overlap"].default
+)
+FILE_LIMIT = 64 * 1024  # bytes a process may write to one file in the disk-full tests
+
+
+@pytest.fixture(scope="module")
+def small(model: Embedder, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Index]:
+    """A two-post corpus and its index, so rebuilding stays quick."""
+    data = tmp_path_factory.mktemp("small")
+    for name in SMALL:
+        shutil.copy(DATA / name, data / name)
+    return data, build(load_corpus(data), model, CONFIG)
+
+
+def _settings(data: Path, index_dir: Path, **kw: Any) -> Settings:
+    return Settings(data_dir=data, index_dir=index_dir, _env_file=None, **kw)
+
+
+def _env(data: Path, index_dir: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "RAG_DATA_DIR": str(data),
+        "RAG_INDEX_DIR": str(index_dir),
+        "COLUMNS": "200",
+        **extra,
+    }
+
+
+def _file_size_limit(limit: int = FILE_LIMIT) -> None:
+    """In the child before exec: a full disk, as far as the child can tell. Writes past `limit` bytes
+    fail with EFBIG (SIGXFSZ ignored, so the write fails instead of killing the process)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "last byte cut":
+        path.write_bytes(data[:-1])
+    else:  # one bit flipped in the middle, the file's length unchanged
+        middle = len(data) // 2
+        path.write_bytes(data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :])
+
+
+@pytest.mark.parametrize("how", ["truncated", "last byte cut", "bit flipped"])
+@pytest.mark.parametrize("victim", FILES)
+def test_damaged_index_file_of_every_type_is_refused_with_a_clear_error(
+    small: tuple[Path, Index], tmp_path: Path, victim: str, how: str
+) -> None:
+    _, built = small
+    save(built, tmp_path)
+    _damage((tmp_path / "current" / victim).resolve(), how)
+    with pytest.raises(IndexIncompatibleError) as info:
+        load(tmp_path)
+    assert "corrupt" in info.value.message or victim in info.value.message
+    assert "rag ingest" in info.value.message
+
+
+def test_damaged_index_is_rebuilt_by_default_and_refused_when_set_to(
+    small: tuple[Path, Index], tmp_path: Path, embedder: Embedder
+) -> None:
+    data, built = small
+    save(built, tmp_path)
+    _damage((tmp_path / "current" / "sentences.npy").resolve(), "bit flipped")
+    with pytest.raises(IndexIncompatibleError, match="RAG_ON_STALE=refuse"):
+        open_index(_settings(data, tmp_path, on_stale="refuse"), embedder)
+    opened = open_index(_settings(data, tmp_path), embedder)
+    assert opened.rebuilt and "sentences.npy" in (opened.reason or "")
+    reloaded = load(tmp_path)  # the rebuilt index is whole, and the same as before the damage
+    assert np.allclose(reloaded.sentence_vectors, built.sentence_vectors, atol=1e-5)
+
+
+def _ingest(data: Path, index_dir: Path, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [RAG, "ingest"], env=_env(data, index_dir), capture_output=True, text=True, timeout=900, **kw
+    )
+
+
+@pytest.fixture
+def ingested(small: tuple[Path, Index], tmp_path: Path) -> tuple[Path, Path, dict[str, Any]]:
+    """The small corpus's index on disk, and its manifest."""
+    data, built = small
+    index_dir = tmp_path / "index"
+    save(built, index_dir)
+    return data, index_dir, read_manifest(index_dir)
+
+
+def test_ingest_killed_while_embedding_leaves_the_previous_index_loading_and_serving(
+    ingested: tuple[Path, Path, dict[str, Any]],
+) -> None:
+    data, index_dir, before = ingested
+    child = subprocess.Popen(
+        [RAG, "ingest"],
+        env=_env(data, index_dir),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    assert child.stderr is not None
+    for line in child.stderr:  # the progress lines a log gets: kill at the first embedding batch
+        if line.startswith("embedding"):
+            child.send_signal(signal.SIGKILL)
+            break
+    assert child.wait(timeout=60) == -signal.SIGKILL
+    assert read_manifest(index_dir) == before
+    assert len(load(index_dir).chunks) == before["chunks"]
+    with StartedServer(create_app(_settings(data, index_dir))) as live, httpx.Client(base_url=live.url) as c:
+        assert _wait_for(live.url, "ready") == {"status": "ready", "documents": 2, "chunks": before["chunks"]}
+        assert c.post("/v1/search", json={"query": "probation manifesto"}).status_code == 200
+        # A loaded server holds its index in memory: files that vanish later do not stop it.
+        shutil.rmtree((index_dir / "current").resolve())
+        assert c.post("/v1/search", json={"query": "probation manifesto"}, timeout=30).status_code == 200
+
+
+def test_next_ingest_removes_the_folder_a_killed_save_leaves(
+    ingested: tuple[Path, Path, dict[str, Any]],
+) -> None:
+    data, index_dir, before = ingested
+    # What a save killed mid-way leaves: its own build folder, some files written, no manifest.
+    orphan = index_dir / "build-0123456789ab-deadbeef"
+    orphan.mkdir()
+    (orphan / "documents.json").write_text("[{", encoding="utf-8")
+    assert read_manifest(index_dir) == before, "current never points at an unfinished build"
+    run = _ingest(data, index_dir)
+    assert run.returncode == 0, run.stderr
+    builds = sorted(p.name for p in index_dir.glob("build-*"))
+    assert builds == [(index_dir / "current").resolve().name]
+    assert not orphan.exists()
+
+
+def test_ingest_on_a_full_disk_keeps_the_previous_index_and_says_why(
+    ingested: tuple[Path, Path, dict[str, Any]],
+) -> None:
+    data, index_dir, before = ingested
+    run = _ingest(data, index_dir, preexec_fn=_file_size_limit, restore_signals=False)
+    assert run.returncode == 1
+    assert "error: could not write the index to" in run.stderr
+    assert "(File too large); the previous index is kept" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert read_manifest(index_dir) == before
+    assert len(load(index_dir).chunks) == before["chunks"]
+    assert [p.name for p in index_dir.glob("build-*")] == [(index_dir / "current").resolve().name]
+
+
+def test_save_on_a_full_disk_raises_index_write_error_and_keeps_the_previous_index(
+    small: tuple[Path, Index], tmp_path: Path
+) -> None:
+    """The same in-process, for every file the limit can catch: the limit is set per call in a child."""
+    _, built = small
+    save(built, tmp_path)
+    before = read_manifest(tmp_path)
+    script = (
+        "import sys, pathlib, pickle; from rag.ingest.index import load, save;"
+        "index = load(pathlib.Path(sys.argv[1]));"
+        "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])));"
+        "from rag.errors import IndexWriteError\n"
+        "try:\n    save(index, pathlib.Path(sys.argv[1]))\n"
+        "except IndexWriteError as exc:\n    print(exc.message)"
+    )
+    sizes = sorted(p.stat().st_size for p in (tmp_path / "current").resolve().iterdir())
+    for limit in {sizes[0] // 2, sizes[len(sizes) // 2] - 1, sizes[-1] - 1}:
+        run = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path), str(limit)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert "the previous index is kept" in run.stdout, (limit, run.stdout, run.stderr)
+        assert read_manifest(tmp_path) == before
+        assert len(list(tmp_path.glob("build-*"))) == 1
+    assert IndexWriteError.status == 503
+
+
+@pytest.fixture
+def stale(small: tuple[Path, Index], tmp_path: Path, model: Embedder) -> tuple[Path, Path, dict[str, Any]]:
+    """An index built with other chunking than the settings ask for, so a server will rebuild it."""
+    data, _ = small
+    index_dir = tmp_path / "index"
+    save(build(load_corpus(data), model, IndexConfig("bundled", 128, 16)), index_dir)
+    return data, index_dir, read_manifest(index_dir)
+
+
+@pytest.fixture
+def serve_with_full_disk(
+    stale: tuple[Path, Path, dict[str, Any]],
+) -> Iterator[tuple[str, Path, dict[str, Any]]]:
+    """A real `rag serve` whose files may not grow past FILE_LIMIT, over a stale index it must rebuild."""
+    data, index_dir, before = stale
+    port = free_port()
+    child = subprocess.Popen(
+        [RAG, "serve", "--port", str(port)],
+        env=_env(data, index_dir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_file_size_limit,
+        restore_signals=False,
+    )
+    log: list[str] = []  # drained as it comes (a log file would meet the file-size limit too)
+    assert child.stderr is not None
+    reader = threading.Thread(target=lambda: log.extend(child.stderr or ()), daemon=True)
+    reader.start()
+    try:
+        yield f"http://127.0.0.1:{port}", index_dir, before
+    finally:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        reader.join(timeout=10)
+        assert "File too large" in "".join(log), "the server log keeps the cause"
+
+
+def _wait_for(url: str, state: str, timeout: float = 600) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            body: dict[str, Any] = httpx.get(f"{url}/readyz", timeout=5).json()
+            if body["status"] == state:
+                return body
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"/readyz never said {state!r}")
+
+
+def test_server_on_a_full_disk_answers_503_without_paths_and_the_old_index_survives(
+    serve_with_full_disk: tuple[str, Path, dict[str, Any]],
+) -> None:
+    url, index_dir, before = serve_with_full_disk
+    ready = _wait_for(url, "error")
+    for method, path, body in [
+        ("POST", "/v1/search", {"query": "probation"}),
+        ("POST", "/v1/ask", {"question": "what is the manifesto?"}),
+        ("GET", "/v1/documents", None),
+    ]:
+        r = httpx.request(method, f"{url}{path}", json=body, timeout=30)
+        assert r.status_code == 503, r.text
+        error = r.json()["error"]
+        assert error["code"] == "index_unavailable"
+        assert "could not be read or written (File too large)" in error["message"]
+        assert "/" not in error["message"] and str(index_dir) not in r.text
+        assert ready["detail"] == error["message"]
+    assert read_manifest(index_dir) == before
+    assert load(index_dir).manifest["chunking"]["size"] == 128, "the old index is whole and still loads"
+
+
+def test_server_whose_index_files_cannot_be_read_answers_503_without_paths(
+    small: tuple[Path, Index], tmp_path: Path
+) -> None:
+    data, built = small
+    save(built, tmp_path)
+    victim = (tmp_path / "current" / "chunks.npy").resolve()
+    victim.unlink()
+    victim.mkdir()  # unreadable as a file whoever the tests run as (chmod 000 does not stop root)
+    settings = _settings(data, tmp_path, on_stale="refuse")
+    with StartedServer(create_app(settings)) as live, httpx.Client(base_url=live.url, timeout=30) as c:
+        ready = _wait_for(live.url, "error")
+        r = c.post("/v1/search", json={"query": "probation"})
+        assert r.status_code == 503
+        assert r.json()["error"] == {"code": "index_unavailable", "message": ready["detail"]}
+        assert "could not be read or written (Is a directory)" in ready["detail"]
+        assert str(tmp_path) not in r.text and "chunks.npy" not in r.text
