@@ -278,9 +278,9 @@ def save(index: Index, index_dir: Path) -> Path:
         (build_dir / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         index.manifest = manifest
         _swap_current(index_dir, build_dir)
-    except (OSError, RuntimeError) as exc:  # FAISS reports a failed write as a RuntimeError
+    except OSError as exc:
         shutil.rmtree(build_dir, ignore_errors=True)
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip()
+        reason = exc.strerror or str(exc)
         raise IndexWriteError(
             f"could not write the index to {index_dir}/ ({reason}); the previous index is kept"
         ) from exc

@@ -152,7 +152,10 @@ def save(vectors: VectorIndex, directory: Path, stem: str) -> list[str]:
     """Write the set under `directory` as `stem`.*; returns the file names written."""
     np.save(directory / f"{stem}.npy", np.ascontiguousarray(vectors.matrix, dtype=np.float32))
     if vectors.ann is not None:
-        faiss.write_index(vectors.ann, str(directory / f"{stem}.ivf"))
+        # Serialised in memory and written by Python: `faiss.write_index` reports a write that fails
+        # when the file is closed (the buffered tail on a full disk) only on stderr, leaving a truncated
+        # file behind that would be checksummed and made current.
+        (directory / f"{stem}.ivf").write_bytes(faiss.serialize_index(vectors.ann).tobytes())
     return files(stem, vectors.spec)
 
 

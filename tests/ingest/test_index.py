@@ -138,6 +138,9 @@ def test_open_index_rebuilds_stale_index_by_default(
     manifest_path = (tmp_path / "current" / "manifest.json").resolve()
     manifest = json.loads(manifest_path.read_text())
     manifest["corpus_fingerprint"] = "stale"
+    # Edited by hand, so without the manifest's own checksum (as an index written before it had one):
+    # with it, the edit would read as corruption instead of a changed corpus.
+    del manifest["manifest_sha256"]
     manifest_path.write_text(json.dumps(manifest))
     opened = open_index(_settings(data, tmp_path), embedder)
     assert opened.rebuilt and "corpus changed" in (opened.reason or "")
