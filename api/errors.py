@@ -8,6 +8,7 @@ unexpected is logged and becomes a 500 in the same shape (a bug, never a contrac
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,10 +26,15 @@ logger = logging.getLogger(__name__)
 # /openapi.json names every error a client can get, each in the one shape the server sends.
 MEANINGS = {
     400: "Bad request: an unknown backend, or a body that is not UTF-8.",
+    401: "No valid API key (`Authorization: Bearer <key>`), when keys are configured.",
     404: "No passage or document with that id.",
+    408: "The request body stalled.",
     413: "Request body over the 2 MB limit (chunked uploads included).",
     422: "Invalid input: the message names the field and says what is wrong.",
-    503: "The index is still loading or is not available; retry when GET /readyz answers 200.",
+    429: "Over this client's rate limit; retry after `Retry-After` seconds.",
+    503: "The index is still loading or is not available (retry when GET /readyz answers 200), "
+    "or no slot is free for an ask or batch (retry after `Retry-After` seconds).",
+    504: "The response did not start within RAG_REQUEST_TIMEOUT.",
 }
 
 
@@ -86,7 +92,13 @@ _DETAILS = {
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "timeout", 413: "too_large"}
+    codes = {
+        400: "bad_request",
+        404: "not_found",
+        405: "method_not_allowed",
+        408: "timeout",
+        413: "too_large",
+    }
     code = codes.get(exc.status_code, "http_error")
     detail = _DETAILS.get(str(exc.detail), str(exc.detail))
     if exc.status_code == 404 and detail == "Not Found":  # no route matched, not an unknown id
@@ -138,6 +150,26 @@ def _without_default_validation_error(app: FastAPI) -> None:
         components = schema.get("components", {}).get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def document_middleware_errors(app: FastAPI, statuses: Callable[[str, str, bool], Iterable[int]]) -> None:
+    """Add the statuses middleware sends before any route runs (keys, rate, slots, deadline, stalled
+    bodies) to each operation they can reach: `statuses(method, path, has_body)` names them."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        body = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                responses = operation.setdefault("responses", {})
+                for status in statuses(method.upper(), path, "requestBody" in operation):
+                    responses.setdefault(str(status), {"description": MEANINGS[status], **body})
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -21,9 +21,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, metrics
 from api.deps import AppState
-from api.limits import ConcurrencyLimit, Deadline, RateLimit, Slots, TokenBuckets
+from api.limits import EXPENSIVE, UNLIMITED, ConcurrencyLimit, Deadline, RateLimit, Slots, TokenBuckets
 from api.routes import ask, cite, documents, health, openai_compat, page, passages, search
-from api.security import Access, KeyRing
+from api.security import Access, KeyRing, is_protected
 from api.telemetry import RequestTelemetry, configure_logging
 from rag.backends import load_registry
 from rag.errors import RagError
@@ -173,3 +173,18 @@ def _guard(app: FastAPI, state: AppState) -> None:
             expose_headers=["X-Request-ID", "Retry-After"],
         )
     app.add_middleware(RequestTelemetry, metrics=app.state.metrics, routes=app.router.routes)
+    errors.document_middleware_errors(app, _middleware_statuses)
+
+
+def _middleware_statuses(method: str, path: str, has_body: bool) -> list[int]:
+    """What the middleware above may answer on an operation, by the same rules it applies."""
+    if path in UNLIMITED:
+        return []
+    statuses = [429, 504]
+    if is_protected(path):
+        statuses.append(401)
+    if (method, path) in EXPENSIVE:
+        statuses.append(503)
+    if has_body:
+        statuses.append(408)
+    return statuses
