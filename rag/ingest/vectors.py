@@ -18,6 +18,7 @@ a minute, and its lists can be memory-mapped by this FAISS version (1.15.1).
 
 from __future__ import annotations
 
+import errno
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,7 +151,15 @@ def files(stem: str, spec: dict[str, Any]) -> list[str]:
 
 def save(vectors: VectorIndex, directory: Path, stem: str) -> list[str]:
     """Write the set under `directory` as `stem`.*; returns the file names written."""
-    np.save(directory / f"{stem}.npy", np.ascontiguousarray(vectors.matrix, dtype=np.float32))
+    path = directory / f"{stem}.npy"
+    np.save(path, np.ascontiguousarray(vectors.matrix, dtype=np.float32))
+    # numpy writes the array through C stdio and loses a failed final flush (the tail on a full disk)
+    # without a word: read the file back as it will be loaded, so a short one fails the save instead
+    # of being checksummed and made current.
+    try:
+        np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise OSError(errno.EIO, f"{path.name} was not written whole (disk full?)") from exc
     if vectors.ann is not None:
         # Serialised in memory and written by Python: `faiss.write_index` reports a write that fails
         # when the file is closed (the buffered tail on a full disk) only on stderr, leaving a truncated
