@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -93,6 +94,11 @@ def test_one_json_log_line_per_request(client: httpx.Client, request_lines: list
     client.post("/v1/search", json=SEARCH, headers={"X-Request-ID": "trace-1"})
     client.post("/v1/ask", json={"question": "When did CRCs start?", "stream": True})  # a stream, to its end
     client.get("/v1/passages/000-nope")
+    # The line is written once the response has gone out (its duration runs to the end), so the
+    # client may have the last response a moment before the server has logged it.
+    deadline = time.monotonic() + 10
+    while len(request_lines) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert len(request_lines) == 3
     search, ask, missing = request_lines
     assert set(search) == {
