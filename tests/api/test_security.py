@@ -94,6 +94,9 @@ def test_keys_are_never_logged_only_their_short_hash(keyed_server: LiveServer) -
     try:
         httpx.post(f"{keyed_server.url}/v1/search", json=SEARCH, headers=bearer(KEY_A))
         httpx.post(f"{keyed_server.url}/v1/search", json=SEARCH, headers=bearer("a-wrong-key"))
+        deadline = time.monotonic() + 10  # each line is written just after its response went out
+        while len(lines) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         logging.getLogger("rag.requests").removeHandler(handler)
     assert len(lines) == 2
