@@ -99,6 +99,28 @@ def index_unavailable(exc: BaseException) -> IndexUnavailableError:
     return IndexUnavailableError(f"{what}; the operator should check the server log and run `rag ingest`")
 
 
+def ensure_index(settings: Settings, progress: Progress | None = None) -> str | None:
+    """Build the index on disk unless a current one fits the settings and the corpus; loads the
+    model only to build. Returns why it was built, or None. `rag serve --workers` runs this once
+    before starting workers that then only load."""
+    corpus = load_corpus(settings.data_dir, corpus_files(settings.data_dir))
+    try:
+        check_compatible(read_manifest(settings.index_dir), index_config(settings), corpus.fingerprint)
+        return None
+    except IndexNotBuiltError as exc:
+        reason = str(exc)
+    except IndexIncompatibleError as exc:
+        if settings.on_stale == "refuse":
+            raise IndexIncompatibleError(f"{exc} (RAG_ON_STALE=refuse)") from exc
+        reason = str(exc)
+    logger.warning("building the index: %s", reason)
+    save(
+        build(corpus, Embedder(settings.model, settings.device), index_config(settings), progress),
+        settings.index_dir,
+    )
+    return reason
+
+
 def make_retriever(settings: Settings, index: Index, embedder: Embedder) -> Retriever:
     from rag.search.retrieval import FusionWeights
 

@@ -31,7 +31,7 @@ import numpy as np
 # on this shared 2-core machine (FAISS's flat kernel goes multi-threaded and stalls under load), while
 # IVF answered in under 1 ms at recall@10 >= 0.98; below 20k exact stays cheap and needs no build.
 EXACT_BELOW = 20_000
-TARGET_RECALL = 0.97  # calibration aims above the 0.95 promised, for queries unlike the sample
+TARGET_RECALL = 0.99  # well above the 0.95 promised: at 0.97 on 200 sample queries, other queries got 0.94
 _CALIBRATION_QUERIES = 200
 _QUERY_NOISE = 1.0  # noise norm added to a stored vector to make a query: cosine to it about 0.7
 _EXACT_SUBSET = 20_000  # a filter allowing at most this many vectors is searched exactly
