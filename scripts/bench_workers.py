@@ -95,16 +95,20 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--index-dir", type=Path, help="an index of data/ already built (skips the ingest)")
     args = parser.parse_args()
-    index_dir = Path(tempfile.mkdtemp(prefix="rag-bench-workers-"))
+    index_dir = args.index_dir or Path(tempfile.mkdtemp(prefix="rag-bench-workers-"))
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "RAG_INDEX_DIR": str(index_dir),
         "RAG_DATA_DIR": str(ROOT / "data"),
+        # All clients share one address and no key: the per-client rate limit would refuse them.
+        "RAG_RATE_LIMIT": "0",
     }
     rag = str(Path(sys.executable).parent / "rag")
-    subprocess.run([rag, "ingest"], env=env, check=True, capture_output=True)
+    if args.index_dir is None:
+        subprocess.run([rag, "ingest"], env=env, check=True, capture_output=True)
     for n in args.workers:
         server = subprocess.Popen(
             [rag, "serve", "--port", str(args.port), "--workers", str(n)],
