@@ -209,11 +209,11 @@ def loading_client(settings: Settings) -> Iterator[httpx.Client]:
 def unavailable_client(
     settings: Settings, index: Index, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[httpx.Client]:
-    """A real server over a copy of the index with a FAISS file damaged, set to refuse rather than rebuild."""
+    """A real server over a copy of the index with its vectors damaged, set to refuse, not rebuild."""
     copy = tmp_path_factory.mktemp("corrupt-index")
     shutil.copytree(settings.index_dir, copy, symlinks=True, dirs_exist_ok=True)
-    faiss_file = (copy / "current" / "chunks.faiss").resolve()
-    faiss_file.write_bytes(faiss_file.read_bytes()[:-64])
+    vectors_file = (copy / "current" / "chunks.npy").resolve()
+    vectors_file.write_bytes(vectors_file.read_bytes()[:-64])
     broken = settings.model_copy(update={"index_dir": copy, "on_stale": "refuse"})
     with StartedServer(create_app(broken)) as live, httpx.Client(base_url=live.url, timeout=60) as c:
         live.wait_until(lambda: c.get("/readyz").json()["status"] == "error")
