@@ -17,22 +17,41 @@ from fastapi import Depends, Request
 from rag.answer.answering import Answerer
 from rag.backends import Registry
 from rag.errors import IndexNotBuiltError, RagError
+from rag.ingest.embedding import Embedder
 from rag.ingest.index import Index
 from rag.search.quotes import Quoter
 from rag.search.retrieval import Retriever
 from rag.settings import Settings
 
 
+@dataclass(frozen=True)
+class Serving:
+    """One loaded index with the retriever and quoter over it. A request reads `AppState.serving`
+    once (`get_serving`) and uses that object from start to end, so a new index swapped in while it
+    runs never mixes with the old one in its answer."""
+
+    retriever: Retriever
+    quoter: Quoter  # one per retriever, so each document is folded once, not per request
+
+    @property
+    def version(self) -> str:
+        """The build folder the index was loaded from (`index/build-*`), or, for an index never
+        saved, its creation time and corpus fingerprint."""
+        manifest = self.retriever.index.manifest
+        return str(manifest.get("build") or f"{manifest['created']}-{manifest['corpus_fingerprint'][:12]}")
+
+
 @dataclass
 class AppState:
-    """What the lifespan loads; `ready` is set once a query can be answered."""
+    """What the lifespan loads; `serving` is set once a query can be answered, and replaced (one
+    assignment) when a newly built index has loaded."""
 
     settings: Settings
     registry: Registry | None = None  # the backends these settings allow, loaded at startup
-    retriever: Retriever | None = None
-    quoter: Quoter | None = None  # one per retriever, so each document is folded once, not per request
-    error: RagError | None = None
-    ready: threading.Event = field(default_factory=threading.Event)
+    serving: Serving | None = None
+    embedder: Embedder | None = None  # the model, loaded once and shared by every index served
+    error: RagError | None = None  # why the first load failed; cleared when an index loads later
+    stop: threading.Event = field(default_factory=threading.Event)  # set at shutdown: stop watching
     answer_limiter: CapacityLimiter | None = None  # the answers' own threads (api/answer_pool.py)
     # Answers being made, so a shutdown can cut their LLM calls (api/answer_pool.py: cut_answers).
     answers: weakref.WeakSet[Answerer] = field(default_factory=weakref.WeakSet)
@@ -56,22 +75,30 @@ async def get_registry(state: StateDep) -> Registry:
     return state.registry
 
 
-async def get_retriever(state: StateDep) -> Retriever:
-    if state.error is not None:
-        raise state.error
-    if not state.ready.is_set() or state.retriever is None:
+async def get_serving(state: StateDep, request: Request) -> Serving:
+    """The index this request uses throughout (FastAPI resolves it once per request)."""
+    serving = state.serving
+    if serving is None:
+        if state.error is not None:
+            raise state.error
         raise IndexNotBuiltError("the index is still loading; retry when GET /readyz answers 200")
-    return state.retriever
+    request.state.index_version = serving.version  # for the X-Index-Version header
+    return serving
 
 
-async def get_quoter(state: StateDep, retriever: Annotated[Retriever, Depends(get_retriever)]) -> Quoter:
-    if state.quoter is None or state.quoter.retriever is not retriever:  # pragma: no cover - set with it
-        raise IndexNotBuiltError("the index is still loading; retry when GET /readyz answers 200")
-    return state.quoter
+ServingDep = Annotated[Serving, Depends(get_serving)]
 
 
-async def get_index(retriever: Annotated[Retriever, Depends(get_retriever)]) -> Index:
-    return retriever.index
+async def get_retriever(serving: ServingDep) -> Retriever:
+    return serving.retriever
+
+
+async def get_quoter(serving: ServingDep) -> Quoter:
+    return serving.quoter
+
+
+async def get_index(serving: ServingDep) -> Index:
+    return serving.retriever.index
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

@@ -1,7 +1,8 @@
 """The FastAPI application: routers, error handlers, and a lifespan that loads the index.
 
 Importing this module is cheap: the model and the index are loaded by the lifespan, in a worker
-thread, so `/healthz` answers at once and `/readyz` turns 200 when a query can be answered.
+thread, so `/healthz` answers at once and `/readyz` turns 200 when a query can be answered. The
+same thread then swaps in each new build `rag ingest` writes (`api.loader`).
 Run with ``rag serve`` (or ``uvicorn --factory api.main:create_app``).
 """
 
@@ -16,21 +17,18 @@ import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import errors, metrics
+from api import errors, loader, metrics
 from api.deps import AppState
 from api.limits import EXPENSIVE, UNLIMITED, ConcurrencyLimit, Deadline, RateLimit, Slots, TokenBuckets
 from api.routes import ask, cite, documents, health, openai_compat, page, passages, search
 from api.security import Access, KeyRing, is_protected
 from api.telemetry import RequestTelemetry, configure_logging
 from rag.backends import load_registry
-from rag.errors import RagError
-from rag.ingest.embedding import Embedder
-from rag.search.quotes import Quoter
 from rag.search.retrieval import Retriever
-from rag.service import index_unavailable, make_retriever, open_index
 from rag.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -99,38 +97,45 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-def _load(state: AppState) -> None:
-    """Load (or build) the index and the model; record failure instead of dying."""
-    try:
-        embedder = Embedder(state.settings.model, state.settings.device)
-        opened = open_index(state.settings, embedder)
-        if opened.rebuilt:
-            logger.warning("index built: %s", opened.reason)
-        state.retriever = make_retriever(state.settings, opened.index, embedder)
-        state.quoter = Quoter(state.retriever)
-        state.ready.set()
-    except RagError as exc:
-        logger.error("index not available: %s", exc)
-        state.error = index_unavailable(exc)
-    except Exception as exc:  # noqa: BLE001 - a failed load must surface on /readyz, not kill the server
-        logger.exception("index failed to load")
-        state.error = index_unavailable(exc)
+class IndexVersionHeader:
+    """Name the index that answered in every response's `X-Index-Version` header: the one the
+    request's dependencies read (`api.deps.get_serving`), else the one served when it ends."""
+
+    def __init__(self, app: ASGIApp, state: AppState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_state = scope.setdefault("state", {})  # what `request.state` writes to
+
+        async def send_with_version(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                serving = self.state.serving
+                version = request_state.get("index_version") or (serving.version if serving else None)
+                if version:
+                    MutableHeaders(scope=message).append("X-Index-Version", version)
+            await send(message)
+
+        await self.app(scope, receive, send_with_version)
 
 
 def create_app(settings: Settings | None = None, retriever: Retriever | None = None) -> FastAPI:
     """Build the app. Pass `retriever` to serve an already loaded index (tests do)."""
-    state = AppState(settings=settings or get_settings(), retriever=retriever)
+    state = AppState(settings=settings or get_settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging()
         state.registry = load_registry(state.settings.backends_allow)
-        if state.retriever is not None:
-            state.quoter = Quoter(state.retriever)
-            state.ready.set()
-        else:
-            threading.Thread(target=_load, args=(state,), name="index-loader", daemon=True).start()
+        if retriever is not None:
+            state.embedder = retriever.embedder
+            state.serving = loader.serving(retriever)
+        threading.Thread(target=loader.run, args=(state,), name="index-loader", daemon=True).start()
         yield
+        state.stop.set()
 
     # FastAPIOffline serves /docs (Swagger UI) from files in its package: FastAPI's own page loads
     # them from a CDN, which a machine without internet cannot reach. ReDoc is off: its bundle
@@ -170,21 +175,7 @@ def _guard(app: FastAPI, state: AppState) -> None:
             allow_origins=origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            expose_headers=["X-Request-ID", "Retry-After", "X-Index-Version"],
         )
     app.add_middleware(RequestTelemetry, metrics=app.state.metrics, routes=app.router.routes)
-    errors.document_middleware_errors(app, _middleware_statuses)
-
-
-def _middleware_statuses(method: str, path: str, has_body: bool) -> list[int]:
-    """What the middleware above may answer on an operation, by the same rules it applies."""
-    if path in UNLIMITED:
-        return []
-    statuses = [429, 504]
-    if is_protected(path):
-        statuses.append(401)
-    if (method, path) in EXPENSIVE:
-        statuses.append(503)
-    if has_body:
-        statuses.append(408)
-    return statuses
+    app.add_middleware(IndexVersionHeader, state=state)  # outermost: refusals name the index too

@@ -38,7 +38,8 @@ class _StateCollector(Collector):
         self.slots = slots
 
     def collect(self) -> Iterator[Metric]:
-        retriever = self.state.retriever if self.state.ready.is_set() else None
+        serving = self.state.serving  # read once: a new index may be swapped in meanwhile
+        retriever = serving.retriever if serving is not None else None
         yield GaugeMetricFamily(
             "rag_index_ready", "1 once a query can be answered.", value=int(bool(retriever))
         )

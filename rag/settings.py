@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     candidates: int = Field(
         100, ge=10, le=5000, description="Candidates each retriever contributes before fusion."
     )
+    reload_interval: float = Field(
+        2.0,
+        ge=0,
+        description="Seconds between checks by `rag serve` for a newly built index (`index/current` "
+        "moved), which it then loads and swaps in without a restart; 0 turns live reload off.",
+    )
     max_query_chars: int = Field(4000, ge=10, description="Longest query accepted; longer ones get a 422.")
     host: str = Field("127.0.0.1", description="Address `rag serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `rag serve` listens on.")

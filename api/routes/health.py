@@ -26,10 +26,18 @@ async def healthz() -> dict[str, str]:
 )
 @router.head("/readyz", include_in_schema=False)
 async def readyz(state: StateDep) -> JSONResponse:
-    """200 once a query can be answered; 503 while loading or after a failed load."""
-    if state.error is not None:
-        return JSONResponse({"status": "error", "detail": state.error.message}, status_code=503)
-    if not state.ready.is_set() or state.retriever is None:
+    """200 once a query can be answered, naming the index served; 503 while loading or after a failed load."""
+    serving = state.serving  # read once: a new index may be swapped in meanwhile
+    if serving is None:
+        if state.error is not None:
+            return JSONResponse({"status": "error", "detail": state.error.message}, status_code=503)
         return JSONResponse({"status": "loading"}, status_code=503)
-    manifest = state.retriever.index.manifest
-    return JSONResponse({"status": "ready", "documents": manifest["documents"], "chunks": manifest["chunks"]})
+    manifest = serving.retriever.index.manifest
+    return JSONResponse(
+        {
+            "status": "ready",
+            "documents": manifest["documents"],
+            "chunks": manifest["chunks"],
+            "index_version": serving.version,
+        }
+    )
