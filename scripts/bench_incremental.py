@@ -112,8 +112,8 @@ def live(env: dict[str, str], data: Path) -> dict[str, object]:
                     break
             except httpx.TransportError:
                 pass
-            if time.perf_counter() - started > 300:
-                raise SystemExit("server not ready after 300 s")
+            if time.perf_counter() - started > 900:
+                raise SystemExit("server not ready after 900 s")
             time.sleep(0.1)
         client = threading.Thread(target=search, daemon=True)
         client.start()
