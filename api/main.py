@@ -179,3 +179,18 @@ def _guard(app: FastAPI, state: AppState) -> None:
         )
     app.add_middleware(RequestTelemetry, metrics=app.state.metrics, routes=app.router.routes)
     app.add_middleware(IndexVersionHeader, state=state)  # outermost: refusals name the index too
+    errors.document_middleware_errors(app, _middleware_statuses)
+
+
+def _middleware_statuses(method: str, path: str, has_body: bool) -> list[int]:
+    """What the middleware above may answer on an operation, by the same rules it applies."""
+    if path in UNLIMITED:
+        return []
+    statuses = [429, 504]
+    if is_protected(path):
+        statuses.append(401)
+    if (method, path) in EXPENSIVE:
+        statuses.append(503)
+    if has_body:
+        statuses.append(408)
+    return statuses
