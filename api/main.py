@@ -103,9 +103,13 @@ def _load(state: AppState) -> None:
     """Load (or build) the index and the model; record failure instead of dying."""
     try:
         embedder = Embedder(state.settings.model, state.settings.device)
+        embedder.preload()  # the weights load while the index does
         opened = open_index(state.settings, embedder)
         if opened.rebuilt:
             logger.warning("index built: %s", opened.reason)
+        # Ready means a query is answered at full speed: the first forward pass (weights loaded,
+        # torch's threads started) is paid here, not by the first user.
+        embedder.encode(["warm up"])
         state.retriever = make_retriever(state.settings, opened.index, embedder)
         state.quoter = Quoter(state.retriever)
         state.ready.set()
