@@ -54,7 +54,7 @@ def test_batcher_concurrent_callers_get_their_own_vectors(embedder: Embedder) ->
 def test_batcher_queries_arriving_during_a_pass_share_the_next_one(embedder: Embedder) -> None:
     gate = Gate(embedder)
     batcher = QueryBatcher(gate, max_batch=32, max_wait_ms=0)
-    with ThreadPoolExecutor(max_workers=len(QUERIES)) as pool:
+    with ThreadPoolExecutor(max_workers=len(QUERIES) + 1) as pool:
         first = pool.submit(batcher.encode, "first query")
         assert gate.started.wait(timeout=60)
         rest = [pool.submit(batcher.encode, q) for q in QUERIES]
