@@ -40,9 +40,14 @@ def _embedder(state: AppState) -> Embedder:
 def _first_load(state: AppState) -> None:
     """Load (or build) the index at startup; record a failure on /readyz instead of dying."""
     try:
-        opened = open_index(state.settings, _embedder(state))
+        embedder = _embedder(state)
+        embedder.preload()  # the weights load while the index does
+        opened = open_index(state.settings, embedder)
         if opened.rebuilt:
             logger.warning("index built: %s", opened.reason)
+        # Ready means a query is answered at full speed: the first forward pass (weights loaded,
+        # torch's threads started) is paid here, not by the first user.
+        embedder.encode(["warm up"])
         state.serving = serving(make_retriever(state.settings, opened.index, _embedder(state)))
     except RagError as exc:
         logger.error("index not available: %s", exc)

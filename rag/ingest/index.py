@@ -133,6 +133,34 @@ def _reusable(previous: Index | None, config: IndexConfig, dim: int) -> Index | 
     return previous if previous.manifest.get("dimension") == dim else None
 
 
+def _encode_missing(
+    texts: list[str],
+    rows: list[int],
+    out: np.ndarray,
+    embedder: Embedder,
+    progress: Callable[[str, int, int], None] | None,
+) -> None:
+    """Encode `texts[rows]` into `out[rows]`; a text that occurs twice (a one-sentence comment
+    is both a chunk and a sentence) is encoded once."""
+    unique = list(dict.fromkeys(texts[i] for i in rows))
+    if not unique:
+        return
+    encoded = np.zeros((len(unique), embedder.dim), dtype=np.float32)
+    # Batches of similar length waste little on padding: sorting the whole corpus by length once, rather
+    # than letting the encoder sort within each progress batch, cut embedding time by a third.
+    order = sorted(range(len(unique)), key=lambda i: len(unique[i]), reverse=True)
+    batch = 64
+    if progress:  # the bar shows while the first batch waits for the model to finish loading
+        progress("embedding", 0, len(unique))
+    for i in range(0, len(order), batch):
+        some = order[i : i + batch]
+        encoded[some] = embedder.encode([unique[j] for j in some], batch_size=batch)
+        if progress:
+            progress("embedding", min(i + batch, len(unique)), len(unique))
+    position = {text: i for i, text in enumerate(unique)}
+    out[rows] = encoded[[position[texts[i]] for i in rows]]
+
+
 def build(
     corpus: Corpus,
     embedder: Embedder,
@@ -145,26 +173,22 @@ def build(
     With `previous` (an index built with the same model and chunking), texts it already embedded
     take their vectors from it and only the rest are encoded; the result is the same index.
     """
+    base = _reusable(previous, config, embedder.dim)
+    if base is None and corpus.documents:
+        # Everything is to encode: the model loads in the background while the corpus is chunked
+        # (which needs only its tokenizer). A build reusing vectors loads it only if some are new.
+        embedder.preload()
     chunks = chunk_corpus(corpus.documents, config.chunk_size, config.chunk_overlap, embedder.fits)
     sentences = split_sentences(corpus.documents, chunks)
     texts = [c.embed_text for c in chunks] + [s.embed_text for s in sentences]
     embedded = np.zeros((len(texts), embedder.dim), dtype=np.float32)
     todo = list(range(len(texts)))
-    base = _reusable(previous, config, embedder.dim)
     if base is not None:
         cache = VectorCache()
         cache.add((c.embed_text for c in base.chunks), base.vectors)
         cache.add((s.embed_text for s in base.sentences), base.sentence_vectors)
         todo = cache.fill(texts, embedded)
-    # Batches of similar length waste little on padding: sorting the whole corpus by length once, rather
-    # than letting sentence-transformers sort within each progress batch, cut embedding time by a third.
-    order = sorted(todo, key=lambda i: len(texts[i]), reverse=True)
-    batch = 64
-    for i in range(0, len(order), batch):
-        rows = order[i : i + batch]
-        embedded[rows] = embedder.encode([texts[j] for j in rows], batch_size=batch)
-        if progress:
-            progress("embedding", min(i + batch, len(order)), len(order))
+    _encode_missing(texts, todo, embedded, embedder, progress)
     chunk_search = vectors.build(embedded[: len(chunks)])
     sentence_search = vectors.build(embedded[len(chunks) :])
     manifest = {

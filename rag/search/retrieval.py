@@ -30,6 +30,7 @@ from rag.ingest.chunking import Chunk
 from rag.ingest.corpus import KINDS
 from rag.ingest.embedding import Embedder
 from rag.ingest.index import Index
+from rag.search.batching import QueryBatcher
 from rag.text import BM25_STOPWORDS, new_stemmer
 
 Mode = Literal["hybrid", "bm25", "dense"]
@@ -125,11 +126,13 @@ class Retriever:
         self._sentence_ids = np.array([s for _, s in pairs], dtype=np.int64)[order]
         counts = np.bincount(chunk_of, minlength=len(index.chunks))
         self._sentence_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        # Concurrent searches share one forward pass (see rag.search.batching).
+        self.batcher = QueryBatcher(self.embedder.encode)
         # An answer embeds its query twice (search, then sentence scores): remember recent vectors.
         self.query_vector = lru_cache(maxsize=256)(self._encode_query)
 
     def _encode_query(self, query: str) -> np.ndarray:
-        vector: np.ndarray = self.embedder.encode([query])[0]
+        vector = self.batcher.encode(query)
         vector.setflags(write=False)  # shared by every caller of the cache
         return vector
 
@@ -263,7 +266,7 @@ class Retriever:
         together: one forward pass for the batch instead of one per query. Each search's time
         includes its share of that pass."""
         started = time.perf_counter()
-        vectors = self.embedder.encode([query for query, _, _ in requests])
+        vectors = self.batcher.encode_many([query for query, _, _ in requests])
         share = (time.perf_counter() - started) * 1000.0 / max(1, len(requests))
         out = []
         for (query, k, filters), vector in zip(requests, vectors, strict=True):

@@ -1,0 +1,133 @@
+"""The query batcher with the real model: concurrent callers share passes and each gets its own
+vector, a lone caller encodes at once, and a failed pass reaches every caller of that pass."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from rag.ingest.embedding import Embedder
+from rag.search.batching import QueryBatcher
+
+QUERIES = [
+    f"{topic} ({n})"
+    for n in range(4)
+    for topic in (
+        "pay progression",
+        "Serco contracts",
+        "why are courts sentencing without pre-sentence reports?",
+        "CRC staff morale",
+    )
+]
+
+
+class Gate:
+    """The real encoder behind a gate: the first pass waits until the test opens it, so callers
+    that arrive meanwhile are known to queue behind a running pass."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+        self.started = threading.Event()
+        self.open = threading.Event()
+        self.batches: list[list[str]] = []
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        self.batches.append(list(texts))
+        self.started.set()
+        self.open.wait(timeout=60)
+        return self.embedder.encode(texts)
+
+
+def test_batcher_concurrent_callers_get_their_own_vectors(embedder: Embedder) -> None:
+    batcher = QueryBatcher(embedder.encode, max_batch=32)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        vectors = list(pool.map(batcher.encode, QUERIES))
+    for query, vector in zip(QUERIES, vectors, strict=True):
+        alone = embedder.encode([query])[0]
+        assert float(np.abs(vector - alone).max()) < 1e-5, query
+    assert batcher.served == len(QUERIES)
+
+
+def test_batcher_queries_arriving_during_a_pass_share_the_next_one(embedder: Embedder) -> None:
+    gate = Gate(embedder)
+    batcher = QueryBatcher(gate, max_batch=32, max_wait_ms=0)
+    with ThreadPoolExecutor(max_workers=len(QUERIES) + 1) as pool:
+        first = pool.submit(batcher.encode, "first query")
+        assert gate.started.wait(timeout=60)
+        rest = [pool.submit(batcher.encode, q) for q in QUERIES]
+        while batcher.queued < len(QUERIES):  # every caller queued behind the running pass
+            threading.Event().wait(0.001)
+        gate.open.set()
+        results = [first.result(timeout=60)] + [f.result(timeout=60) for f in rest]
+    assert gate.batches[0] == ["first query"]
+    assert sorted(gate.batches[1]) == sorted(QUERIES)  # one pass for all that queued
+    assert batcher.passes == 2
+    for query, vector in zip(["first query", *QUERIES], results, strict=True):
+        assert float(np.abs(vector - embedder.encode([query])[0]).max()) < 1e-5
+
+
+def test_batcher_bounds_a_pass_to_max_batch(embedder: Embedder) -> None:
+    gate = Gate(embedder)
+    batcher = QueryBatcher(gate, max_batch=4, max_wait_ms=0)
+    with ThreadPoolExecutor(max_workers=len(QUERIES) + 1) as pool:
+        first = pool.submit(batcher.encode, "first query")
+        assert gate.started.wait(timeout=60)
+        rest = [pool.submit(batcher.encode, q) for q in QUERIES]
+        while batcher.queued < len(QUERIES):
+            threading.Event().wait(0.001)
+        gate.open.set()
+        first.result(timeout=60)
+        assert all(f.result(timeout=60) is not None for f in rest)
+    assert [len(b) for b in gate.batches] == [1, 4, 4, 4, 4]
+
+
+def test_batcher_lone_caller_encodes_at_once_in_its_own_thread(embedder: Embedder) -> None:
+    threads: list[str] = []
+
+    def encode(texts: list[str]) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return embedder.encode(texts)
+
+    batcher = QueryBatcher(encode, max_wait_ms=10_000)  # a wait this long would show as a hang
+    for query in QUERIES[:3]:
+        vector = batcher.encode(query)
+        assert float(np.abs(vector - embedder.encode([query])[0]).max()) < 1e-5
+    assert threads == [threading.current_thread().name] * 3  # no hand-off to another thread
+    assert (batcher.passes, batcher.served) == (3, 3)
+
+
+def test_batcher_error_reaches_every_caller_of_the_batch_and_it_keeps_working(embedder: Embedder) -> None:
+    gate = Gate(embedder)
+    failing = {"boom"}
+
+    def encode(texts: list[str]) -> np.ndarray:
+        vectors = gate(texts)
+        if failing & set(texts):
+            raise RuntimeError("forward pass failed")
+        return vectors
+
+    batcher = QueryBatcher(encode, max_batch=32, max_wait_ms=0)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        first = pool.submit(batcher.encode, "first query")
+        assert gate.started.wait(timeout=60)
+        doomed = [pool.submit(batcher.encode, q) for q in ["boom", "pay progression", "Serco contracts"]]
+        while batcher.queued < 3:
+            threading.Event().wait(0.001)
+        gate.open.set()
+        assert first.result(timeout=60) is not None
+        for future in doomed:
+            with pytest.raises(RuntimeError, match="forward pass failed"):
+                future.result(timeout=60)
+    vector = batcher.encode("pay progression")  # the batcher still serves afterwards
+    assert float(np.abs(vector - embedder.encode(["pay progression"])[0]).max()) < 1e-5
+    assert batcher.idle
+
+
+def test_batcher_encode_many_matches_single_encodes(embedder: Embedder) -> None:
+    batcher = QueryBatcher(embedder.encode)
+    vectors = batcher.encode_many(QUERIES)
+    for query, vector in zip(QUERIES, vectors, strict=True):
+        assert float(np.abs(vector - embedder.encode([query])[0]).max()) < 1e-5
