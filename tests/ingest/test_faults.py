@@ -150,7 +150,12 @@ def test_ingest_killed_while_embedding_leaves_the_previous_index_loading_and_ser
     assert read_manifest(index_dir) == before
     assert len(load(index_dir).chunks) == before["chunks"]
     with StartedServer(create_app(_settings(data, index_dir))) as live, httpx.Client(base_url=live.url) as c:
-        assert _wait_for(live.url, "ready") == {"status": "ready", "documents": 2, "chunks": before["chunks"]}
+        assert _wait_for(live.url, "ready") == {
+            "status": "ready",
+            "documents": 2,
+            "chunks": before["chunks"],
+            "index_version": before["build"],  # the build that was current before the kill
+        }
         assert c.post("/v1/search", json={"query": "probation manifesto"}).status_code == 200
         # A loaded server holds its index in memory: files that vanish later do not stop it.
         shutil.rmtree((index_dir / "current").resolve())
