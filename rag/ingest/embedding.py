@@ -97,7 +97,11 @@ class _SentenceTransformer:
     def preload(self) -> None:
         """Already loaded."""
 
-    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int, threads: int | None) -> np.ndarray:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         vectors: np.ndarray = self.model.encode(
             texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True
         )
@@ -149,8 +153,8 @@ class _LazyBert:
         except RagError as exc:  # the next encode loads again and raises it to its caller
             logger.debug("background model load failed: %s", exc)
 
-    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        return self.loaded().encode(texts, batch_size)
+    def encode(self, texts: list[str], batch_size: int, threads: int | None) -> np.ndarray:
+        return self.loaded().encode(texts, batch_size, threads)
 
     def count_tokens(self, text: str) -> int:
         return len(self._counter.encode(text).ids)
@@ -170,6 +174,7 @@ class Embedder:
         self.dim: int = self._model.dim
         self.max_tokens: int = self._model.max_tokens
         self.stats = EncodeStats()  # shared with `from_loaded` handles: the same model's work
+        self._threads: int | None = None
 
     @classmethod
     def from_loaded(cls, other: Embedder) -> Embedder:
@@ -189,12 +194,23 @@ class Embedder:
         chunking) overlaps the load; `encode` waits for it. Does nothing once loaded."""
         self._model.preload()
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """(len(texts), dim) float32, L2-normalised."""
+    @property
+    def threads(self) -> int:
+        """Cores one forward pass uses: torch's intra-op threads, as the process started them."""
+        if self._threads is None:
+            import torch
+
+            self._threads = torch.get_num_threads()
+        return self._threads
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, threads: int | None = None) -> np.ndarray:
+        """(len(texts), dim) float32, L2-normalised. `threads` sets torch's intra-op threads for
+        this call and the calling thread's later ones (None: leave them); the query batcher runs
+        passes on one thread each beside each other under load (`rag.search.batching`)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         started = time.perf_counter()
-        vectors = self._model.encode(list(texts), batch_size)
+        vectors = self._model.encode(list(texts), batch_size, threads)
         self.stats.record(len(texts), time.perf_counter() - started)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 

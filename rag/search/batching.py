@@ -1,13 +1,19 @@
 """Micro-batching of query encodes: queries that arrive together share one forward pass.
 
 A caller that finds no pass running encodes at once, so a lone client waits for nothing. Callers
-that arrive while a pass runs queue; when it ends, the oldest of them leads the next pass for up
-to `max_batch` queued queries and the others wait for their vectors. A batch of 16 short queries
-costs little more than one, so under load throughput grows with the number of clients, and only
-one forward pass ever runs at a time: two at once would each ask torch for both cores.
+that arrive while passes run queue; when a pass ends, the oldest of them leads the next pass for
+up to `max_batch` queued queries and the others wait for their vectors. When the pass that just
+ended was shared (load is present), the next leader first waits up to `max_wait_ms` for more
+queries to arrive; after a lone pass it never waits.
 
-When the pass that just ended was shared (load is present), the next leader first waits up to
-`max_wait_ms` for more queries to arrive; after a lone pass it never waits.
+Lanes. A lone query runs *wide*: torch splits each matrix product over every core, the lowest
+latency for one caller. Under load that is the wrong trade on a small machine: a pass split over
+both cores stalls whenever either core is taken by the event loop, a client or another process,
+and its small products scale poorly (16 queries: 120 ms on one thread, 72 ms on two, here). So
+with `lanes` > 1, passes started while another runs are *narrow* (the `narrow` encode, one torch
+thread) and up to `lanes` of them run at once, one per core; a wide pass always runs alone. Which
+passes run wide or narrow changes no vector beyond float rounding (the same products, blocked
+differently).
 Not here: caching vectors of repeated queries (the retriever's LRU cache sits in front of this).
 """
 
@@ -36,16 +42,27 @@ class _Request:
 class QueryBatcher:
     """`encode(text)` -> (dim,) vector, computed in a pass shared with concurrent callers."""
 
-    def __init__(self, encode: Encode, max_batch: int = 32, max_wait_ms: float = 2.0) -> None:
+    def __init__(
+        self,
+        encode: Encode,
+        max_batch: int = 32,
+        max_wait_ms: float = 2.0,
+        narrow: Encode | None = None,
+        lanes: int = 1,
+    ) -> None:
         self._encode = encode
+        self._narrow = narrow or encode
+        self.lanes = max(1, lanes) if narrow is not None else 1
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._queue: list[_Request] = []
-        self._busy = False  # a leader owns the model (it is encoding or about to)
+        self._running = 0  # passes running, or whose leader is chosen and about to run
+        self._wide = False  # one of them is wide: nothing else may start beside it
+        self._exclusive = 0  # batch requests waiting for every lane: no new pass starts
         self._shared = False  # the last pass served more than one caller
-        self._forward = threading.Lock()  # one forward pass at a time, batched or not
-        self.passes = 0  # forward passes run, and queries they served (for tests and figures)
+        self.passes = 0  # forward passes run, narrow ones, and queries served (tests, figures)
+        self.narrow_passes = 0
         self.served = 0
 
     @property
@@ -56,39 +73,73 @@ class QueryBatcher:
     @property
     def idle(self) -> bool:
         """No pass running or about to run."""
-        return not self._busy
+        return self._running == 0
 
     def encode(self, text: str) -> np.ndarray:
         request = _Request(text)
         with self._lock:
             self._queue.append(request)
-            lead = not self._busy
-            self._busy = True
-        if not lead:
+            wide = self._start(request)
+        if wide is None:  # queued: a finished pass either served this request or made it lead
             request.wake.wait()
-        if request.lead or lead:
-            self._lead(waited=not lead)
+            if request.lead:
+                self._lead(request, wide=self.lanes == 1, waited=True)
+        else:
+            self._lead(request, wide=wide, waited=False)
         if request.error is not None:
             raise request.error
         return cast(np.ndarray, request.vector)  # set by the pass that served this request
 
     def encode_many(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), dim) in one pass of their own (a batch request), never beside another pass."""
-        with self._forward:
+        """(len(texts), dim) in one wide pass of its own (a batch request), never beside another.
+        No new pass starts while it waits, so a stream of single queries cannot starve it."""
+        with self._lock:
+            self._exclusive += 1
+            while self._running:
+                self._lock.wait()
+            self._exclusive -= 1
+            self._running, self._wide = 1, True
+        try:
             return self._encode(list(texts))
+        finally:
+            with self._lock:
+                self._running, self._wide = 0, False
+                self._hand_off()
 
-    def _lead(self, waited: bool) -> None:
-        """Run one pass for the oldest queued requests, then hand the model to the next in line."""
+    def _start(self, request: _Request) -> bool | None:
+        """Under the lock: whether an arriving caller leads a pass at once, wide (True) when
+        nothing else runs or narrow (False) on a free lane beside others, or None: it queues."""
+        if self._exclusive or self._wide:
+            return None
+        request.lead = True  # if it leads, no other pass takes it into its batch
+        if self._running == 0:
+            self._running, self._wide = 1, True
+            return True
+        if self._running < self.lanes:
+            self._running += 1
+            return False
+        request.lead = False
+        return None
+
+    def _lead(self, request: _Request, wide: bool, waited: bool) -> None:
+        """Run one pass for this leader and its share of the queued requests, then hand off."""
         if waited and self._shared and self.max_wait > 0:
             deadline = time.perf_counter() + self.max_wait
             while len(self._queue) < self.max_batch and time.perf_counter() < deadline:
                 time.sleep(0.0002)
         with self._lock:
-            batch = self._queue[: self.max_batch]
-            del self._queue[: self.max_batch]
+            self._queue.remove(request)
+            # Requests chosen to lead passes of their own stay for them; the rest are shared
+            # evenly among the leaders about to take theirs, so free lanes get equal batches.
+            followers = [r for r in self._queue if not r.lead]
+            leaders = 1 + sum(r.lead for r in self._queue)
+            share = min(self.max_batch - 1, -(-len(followers) // leaders))
+            batch = [request, *followers[:share]]
+            taken = set(map(id, batch))
+            self._queue = [r for r in self._queue if id(r) not in taken]
+        encode = self._encode if wide else self._narrow
         try:
-            with self._forward:
-                vectors = self._encode([r.text for r in batch])
+            vectors = encode([r.text for r in batch])
         except BaseException as exc:  # every caller of the failed pass gets its error
             for r in batch:
                 r.error = exc
@@ -97,14 +148,30 @@ class QueryBatcher:
                 r.vector = vector.copy()  # its own array: a cached row must not pin the whole batch
         with self._lock:
             self.passes += 1
+            self.narrow_passes += not wide
             self.served += len(batch)
             self._shared = len(batch) > 1
-            following = self._queue[0] if self._queue else None
-            if following is None:
-                self._busy = False
-            else:
-                following.lead = True
-        for r in batch:
+            self._running -= 1
+            self._wide = self._wide and not wide
+            self._hand_off()
+        for r in batch[1:]:
             r.wake.set()
-        if following is not None:
-            following.wake.set()
+
+    def _hand_off(self) -> None:
+        """Under the lock, after a pass: wake a batch request waiting for every lane, or else
+        make the oldest queued callers lead passes on the free lanes (narrow when there are
+        several lanes: a queue means load)."""
+        if self._exclusive:
+            self._lock.notify_all()
+            return
+        if self._wide:
+            return
+        for r in self._queue:
+            if self._running >= self.lanes:
+                break
+            if r.lead:
+                continue
+            r.lead = True
+            self._running += 1
+            self._wide = self.lanes == 1
+            r.wake.set()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Literal
 
 import bm25s
@@ -127,7 +127,13 @@ class Retriever:
         counts = np.bincount(chunk_of, minlength=len(index.chunks))
         self._sentence_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         # Concurrent searches share one forward pass (see rag.search.batching).
-        self.batcher = QueryBatcher(self.embedder.encode)
+        # A lone query uses every core torch would; under load passes run on one each, side by side.
+        threads = self.embedder.threads
+        self.batcher = QueryBatcher(
+            partial(self.embedder.encode, threads=threads),
+            narrow=partial(self.embedder.encode, threads=1),
+            lanes=threads,
+        )
         # An answer embeds its query twice (search, then sentence scores): remember recent vectors.
         self.query_vector = lru_cache(maxsize=256)(self._encode_query)
 

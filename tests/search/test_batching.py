@@ -131,3 +131,100 @@ def test_batcher_encode_many_matches_single_encodes(embedder: Embedder) -> None:
     vectors = batcher.encode_many(QUERIES)
     for query, vector in zip(QUERIES, vectors, strict=True):
         assert float(np.abs(vector - embedder.encode([query])[0]).max()) < 1e-5
+
+
+class Lanes:
+    """Wide and narrow encodes that record each pass and how many ran at once."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+        self.passes: list[tuple[str, int]] = []
+        self.crowded_wide = 0  # wide passes that started beside another pass
+        self.wide_started = threading.Event()
+        self.open = threading.Event()
+
+    def _run(self, kind: str, texts: list[str]) -> np.ndarray:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.passes.append((kind, len(texts)))
+            self.crowded_wide += kind == "wide" and self.running > 1
+        try:
+            if kind == "wide":
+                self.wide_started.set()
+                self.open.wait(timeout=60)
+            else:
+                threading.Event().wait(0.02)  # long enough for the other lane's pass to overlap
+            return self.embedder.encode(texts)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def wide(self, texts: list[str]) -> np.ndarray:
+        return self._run("wide", texts)
+
+    def narrow(self, texts: list[str]) -> np.ndarray:
+        return self._run("narrow", texts)
+
+
+def test_batcher_lone_caller_runs_wide_and_callers_queued_behind_it_split_over_narrow_lanes(
+    embedder: Embedder,
+) -> None:
+    lanes = Lanes(embedder)
+    batcher = QueryBatcher(lanes.wide, max_wait_ms=0, narrow=lanes.narrow, lanes=2)
+    with ThreadPoolExecutor(max_workers=len(QUERIES) + 1) as pool:
+        first = pool.submit(batcher.encode, "first query")
+        assert lanes.wide_started.wait(timeout=60)
+        rest = [pool.submit(batcher.encode, q) for q in QUERIES]
+        while batcher.queued < len(QUERIES):
+            threading.Event().wait(0.001)
+        lanes.open.set()
+        results = [first.result(timeout=60)] + [f.result(timeout=60) for f in rest]
+    assert lanes.passes[0] == ("wide", 1)
+    # the 16 that queued behind the wide pass: two narrow passes of 8, one per lane, at once
+    assert sorted(lanes.passes[1:]) == [("narrow", 8), ("narrow", 8)]
+    assert lanes.most == 2
+    for query, vector in zip(["first query", *QUERIES], results, strict=True):
+        assert float(np.abs(vector - embedder.encode([query])[0]).max()) < 1e-5
+    assert batcher.idle and batcher.narrow_passes == 2
+
+
+def test_batcher_never_runs_more_passes_than_lanes_and_every_caller_gets_its_vector(
+    embedder: Embedder,
+) -> None:
+    lanes = Lanes(embedder)
+    lanes.open.set()
+    batcher = QueryBatcher(lanes.wide, max_batch=4, narrow=lanes.narrow, lanes=2)
+    queries = QUERIES * 3
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        vectors = list(pool.map(batcher.encode, queries))
+    assert lanes.most <= 2
+    assert all(n <= 4 for _, n in lanes.passes)
+    assert lanes.crowded_wide == 0  # a wide pass only ever ran alone
+    assert batcher.served == len(queries) and batcher.idle
+    for query, vector in zip(queries, vectors, strict=True):
+        assert float(np.abs(vector - embedder.encode([query])[0]).max()) < 1e-5
+
+
+def test_batcher_batch_request_waits_for_the_lanes_and_holds_new_passes_back(embedder: Embedder) -> None:
+    lanes = Lanes(embedder)
+    batcher = QueryBatcher(lanes.wide, max_wait_ms=0, narrow=lanes.narrow, lanes=2)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        first = pool.submit(batcher.encode, "first query")
+        assert lanes.wide_started.wait(timeout=60)
+        many = pool.submit(batcher.encode_many, QUERIES[:4])
+        while not batcher._exclusive:  # the batch request waits for the running pass
+            threading.Event().wait(0.001)
+        later = pool.submit(batcher.encode, "a later query")
+        while batcher.queued < 1:  # which queues behind the waiting batch request
+            threading.Event().wait(0.001)
+        lanes.open.set()
+        first.result(timeout=60)
+        assert many.result(timeout=60).shape == (4, embedder.dim)
+        later.result(timeout=60)
+    assert lanes.most == 1
+    # the later query waited for the batch request, then ran as load (a queue) on a lane
+    assert [kind for kind, _ in lanes.passes] == ["wide", "wide", "narrow"]
