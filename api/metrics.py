@@ -11,6 +11,9 @@ tests build many) never collide and each reports only its own traffic. What is m
 - ``rag_expensive_in_flight`` / ``rag_expensive_waiting``: asks and batches running and queued.
 - ``rag_model_encode_seconds`` (count and sum): the embedding model's encode calls, queries while
   serving.
+- ``rag_query_passes_total{lane}`` and ``rag_query_encodes_total``: forward passes the query batcher
+  ran, wide (alone, every core) or narrow (one core, beside others), and the queries they served;
+  their ratio is the mean batch.
 """
 
 from __future__ import annotations
@@ -20,7 +23,12 @@ from collections.abc import Iterator
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from api.deps import AppState
@@ -58,6 +66,16 @@ class _StateCollector(Collector):
                 "Time the embedding model spent encoding (queries, while serving).",
                 count_value=stats.calls,
                 sum_value=stats.seconds,
+            )
+            batcher = retriever.batcher
+            passes = CounterMetricFamily(
+                "rag_query_passes", "Query forward passes run, by lane kind.", labels=["lane"]
+            )
+            passes.add_metric(["wide"], batcher.passes - batcher.narrow_passes)
+            passes.add_metric(["narrow"], batcher.narrow_passes)
+            yield passes
+            yield CounterMetricFamily(
+                "rag_query_encodes", "Queries encoded by those passes.", value=batcher.served
             )
         yield GaugeMetricFamily(
             "rag_expensive_in_flight",

@@ -59,6 +59,12 @@ def test_metrics_parse_as_prometheus_text_and_count_requests_by_route_template(
     assert value(after, "rag_index_ready") == 1
     assert after["rag_index_info"][0][0]["version"] == index.manifest["corpus_fingerprint"][:12]
     assert grew("rag_model_encode_seconds_count") >= 1 and value(after, "rag_model_encode_seconds_sum") > 0
+    # the fresh query: one pass, alone on an idle server (wide), serving one query
+    assert (
+        grew("rag_query_passes_total", lane="wide") == 1
+        and grew("rag_query_passes_total", lane="narrow") == 0
+    )
+    assert grew("rag_query_encodes_total") == 1
     assert value(after, "rag_expensive_slots") >= 1
 
 
