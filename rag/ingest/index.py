@@ -13,9 +13,11 @@ On disk (``index_dir``)::
         sentences.json   sentence spans and the chunk each belongs to
         sentences.npy    (n_sentences, dim) float32, L2-normalised, inner product
         sentences.ivf    as chunks.ivf, for the sentences
+        bm25/            BM25 over the chunks: score matrix (.npy), vocabulary, parameters
 
 The vector files are memory-mapped at load (see `rag.ingest.vectors`, which also chooses between
-exact and IVF search and records the choice in the manifest's ``vector_index``).
+exact and IVF search and records the choice in the manifest's ``vector_index``), and so is the
+BM25 score matrix (`rag.ingest.bm25`), built here rather than by every process that loads.
 
 A crash mid-build leaves at worst an orphan ``build-*`` folder; ``current`` only ever points at a
 complete build, and the loader verifies checksums, so a half-written or tampered index never loads.
@@ -41,6 +43,7 @@ import numpy as np
 
 from rag.errors import IndexIncompatibleError, IndexNotBuiltError, IndexWriteError, NotFoundError
 from rag.ingest import vectors
+from rag.ingest.bm25 import BM25Index
 from rag.ingest.chunking import ENCODING, PARENT_WORDS, Chunk, chunk_corpus
 from rag.ingest.corpus import Corpus, Document, Node, load_corpus
 from rag.ingest.embedding import Embedder
@@ -53,8 +56,8 @@ logger = logging.getLogger(__name__)
 
 # 2: replies embed the opening words of their parent comment; 3: links left out of those words;
 # 4: nodes carry a content hash; 5: vectors as memory-mappable .npy (+ .ivf past a size) instead
-# of flat .faiss files
-FORMAT_VERSION = 5
+# of flat .faiss files; 6: BM25 built at ingest and saved (bm25/) instead of at every load
+FORMAT_VERSION = 6
 _FILES = ("documents.json", "chunks.jsonl", "sentences.json")
 _SELF_DIGEST = "manifest_sha256"
 
@@ -79,6 +82,7 @@ class Index:
     sentences: list[Sentence]
     chunk_search: VectorIndex = field(repr=False)  # top-k over the chunk vectors
     sentence_search: VectorIndex = field(repr=False)  # top-k over the sentence vectors
+    bm25: BM25Index = field(repr=False)  # BM25 scores over the chunks
     by_id: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -119,6 +123,39 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def describe(
+    config: IndexConfig,
+    dim: int,
+    corpus: Corpus,
+    chunks: list[Chunk],
+    sentences: list[Sentence],
+    chunk_search: VectorIndex,
+    sentence_search: VectorIndex,
+) -> dict[str, Any]:
+    """The manifest fields every build records: what it was built from, with what, and how its
+    vectors are searched. (`build` adds the model's token limit and how the build came about.)"""
+    return {
+        "format_version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": config.model,
+        "dimension": dim,
+        "normalized": True,
+        "similarity": "inner_product",
+        "chunking": {
+            "size": config.chunk_size,
+            "overlap": config.chunk_overlap,
+            "encoding": ENCODING,
+            "parent_words": PARENT_WORDS,
+        },
+        "corpus_fingerprint": corpus.fingerprint,
+        "documents": len(corpus.documents),
+        "chunks": len(chunks),
+        "sentences": len(sentences),
+        "vector_index": {"chunks": chunk_search.spec, "sentences": sentence_search.spec},
+        "versions": _versions(),
+    }
 
 
 def _reusable(previous: Index | None, config: IndexConfig, dim: int) -> Index | None:
@@ -192,25 +229,8 @@ def build(
     chunk_search = vectors.build(embedded[: len(chunks)])
     sentence_search = vectors.build(embedded[len(chunks) :])
     manifest = {
-        "format_version": FORMAT_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": config.model,
-        "dimension": embedder.dim,
+        **describe(config, embedder.dim, corpus, chunks, sentences, chunk_search, sentence_search),
         "max_model_tokens": embedder.max_tokens,
-        "normalized": True,
-        "similarity": "inner_product",
-        "chunking": {
-            "size": config.chunk_size,
-            "overlap": config.chunk_overlap,
-            "encoding": ENCODING,
-            "parent_words": PARENT_WORDS,
-        },
-        "corpus_fingerprint": corpus.fingerprint,
-        "documents": len(corpus.documents),
-        "chunks": len(chunks),
-        "sentences": len(sentences),
-        "vector_index": {"chunks": chunk_search.spec, "sentences": sentence_search.spec},
-        "versions": _versions(),
         # How this build came about: what it reused from which build, and what changed since.
         "incremental": {
             "base": base.manifest.get("build") if base else None,
@@ -227,6 +247,7 @@ def build(
         sentences=sentences,
         chunk_search=chunk_search,
         sentence_search=sentence_search,
+        bm25=BM25Index.build(chunks),
     )
 
 
@@ -294,6 +315,7 @@ def save(index: Index, index_dir: Path) -> Path:
         written = [
             *vectors.save(index.chunk_search, build_dir, "chunks"),
             *vectors.save(index.sentence_search, build_dir, "sentences"),
+            *index.bm25.save(build_dir),
         ]
         files = {f: _sha256(build_dir / f) for f in (*_FILES, *written)}
         manifest = {**index.manifest, "build": build_dir.name, "files": files}
@@ -411,6 +433,7 @@ def load(index_dir: Path) -> Index:
         sentence_search = vectors.load(root, "sentences", specs["sentences"])
         if chunk_search.ntotal != len(chunks) or sentence_search.ntotal != len(sentences):
             raise IndexIncompatibleError("index vectors and chunk store disagree; run `rag ingest`")
+        bm25 = BM25Index.load(root, len(chunks))
         return Index(
             manifest=manifest,
             documents={d.id: d for d in documents},
@@ -419,6 +442,7 @@ def load(index_dir: Path) -> Index:
             sentences=sentences,
             chunk_search=chunk_search,
             sentence_search=sentence_search,
+            bm25=bm25,
         )
 
 

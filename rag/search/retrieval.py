@@ -16,13 +16,13 @@ member, so repeats never crowd a result list.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from typing import Literal
 
-import bm25s
 import numpy as np
 
 from rag.errors import InvalidRequestError
@@ -31,7 +31,6 @@ from rag.ingest.corpus import KINDS
 from rag.ingest.embedding import Embedder
 from rag.ingest.index import Index
 from rag.search.batching import QueryBatcher
-from rag.text import BM25_STOPWORDS, new_stemmer
 
 Mode = Literal["hybrid", "bm25", "dense"]
 NORM_TOP = 30  # fusion normalises each signal by mean/std of its top NORM_TOP pool values
@@ -76,6 +75,52 @@ class Filters:
         return True
 
 
+class _Columns:
+    """What filters test, one array per field over all chunks, so a filtered search builds its mask
+    with a few array operations instead of calling `Filters.allows` on every chunk (same answer:
+    numpy compares the ISO dates as Python compares the strings)."""
+
+    def __init__(self, chunks: Sequence[Chunk]) -> None:
+        self._documents = {d: i for i, d in enumerate(dict.fromkeys(c.document_id for c in chunks))}
+        self._sources = {s: i for i, s in enumerate(dict.fromkeys(c.source for c in chunks))}
+        n = len(chunks)
+        self.document = np.fromiter((self._documents[c.document_id] for c in chunks), np.int64, n)
+        self.source = np.fromiter((self._sources[c.source] for c in chunks), np.int64, n)
+        self.kind = np.fromiter((KINDS.index(c.kind) for c in chunks), np.int64, n)
+        self.dated = np.fromiter((c.date is not None for c in chunks), bool, n)
+        self.date = np.array([c.date or "" for c in chunks], dtype=str)
+
+    def allowed(self, filters: Filters) -> np.ndarray:
+        """(n_chunks,) bool: the chunks `filters` allows."""
+        mask = np.ones(len(self.kind), dtype=bool)
+        if filters.document_id:
+            mask &= np.isin(self.document, [self._documents.get(d, -1) for d in filters.document_id])
+        if filters.source:
+            mask &= np.isin(self.source, [self._sources.get(s, -1) for s in filters.source])
+        if filters.kind:
+            mask &= np.isin(self.kind, [KINDS.index(k) for k in filters.kind])
+        if filters.date_from or filters.date_to:
+            mask &= self.dated  # an undated post cannot be shown to fall inside a date range
+            if filters.date_from:
+                mask &= self.date >= filters.date_from
+            if filters.date_to:
+                mask &= self.date <= filters.date_to
+        return mask
+
+
+def _top_positive(scores: np.ndarray, rows: np.ndarray | None, k: int) -> np.ndarray:
+    """Ids of the (at most) `k` highest positive `scores`, among `rows` when given, in no order.
+    A partition, not a sort of every score: O(n) at a million chunks. Ties at the cut go to the
+    lower id."""
+    ids = np.flatnonzero(scores > 0) if rows is None else rows[scores[rows] > 0]
+    if len(ids) <= k:
+        return ids
+    values = scores[ids]
+    cut = np.partition(values, len(values) - k)[len(values) - k]  # the k-th highest value
+    above = ids[values > cut]
+    return np.concatenate([above, ids[values == cut][: k - len(above)]])
+
+
 @dataclass(frozen=True)
 class Hit:
     """A retrieved chunk with its fused score and the signals behind it."""
@@ -110,20 +155,21 @@ class Retriever:
         self.weights = weights or FusionWeights()
         self.fusion = fusion
         self.candidates = candidates
-        self._stemmer = new_stemmer()
-        corpus = [f"{c.context}\n{c.text}" for c in index.chunks]
-        tokens = bm25s.tokenize(corpus, stopwords=BM25_STOPWORDS, stemmer=self._stemmer, show_progress=False)
-        self._bm25 = bm25s.BM25()
-        if corpus:
-            self._bm25.index(tokens, show_progress=False)
-        self._vocab: dict[str, int] = tokens.vocab
+        self._columns = _Columns(index.chunks)
+        # (sentence, chunk) pairs, one per chunk a sentence belongs to, in sentence order.
+        per_sentence = np.fromiter((len(s.chunks) for s in index.sentences), np.int64, len(index.sentences))
+        chunk_of = np.fromiter(
+            itertools.chain.from_iterable(s.chunks for s in index.sentences),
+            np.int64,
+            int(per_sentence.sum()),
+        )
+        self._pair_sentence = np.repeat(np.arange(len(index.sentences), dtype=np.int64), per_sentence)
+        self._pair_chunk = chunk_of
         # chunk -> its sentences, flattened (CSR): chunk i's sentences, in file order, are
         # _sentence_ids[_sentence_ptr[i] : _sentence_ptr[i + 1]], so the sentence signal for a whole
         # candidate pool is a few array operations, not a Python loop.
-        pairs = [(c, s) for s, sentence in enumerate(index.sentences) for c in sentence.chunks]
-        chunk_of = np.array([c for c, _ in pairs], dtype=np.int64)
         order = np.argsort(chunk_of, kind="stable")  # stable: sentences stay in file order
-        self._sentence_ids = np.array([s for _, s in pairs], dtype=np.int64)[order]
+        self._sentence_ids = self._pair_sentence[order]
         counts = np.bincount(chunk_of, minlength=len(index.chunks))
         self._sentence_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         # Concurrent searches share one forward pass (see rag.search.batching).
@@ -171,17 +217,6 @@ class Retriever:
         )
         return best
 
-    def _bm25_scores(self, query: str) -> np.ndarray:
-        """(n_chunks,) BM25 scores; zeros when no query term is in the vocabulary."""
-        n = len(self.index.chunks)
-        tokens = bm25s.tokenize(
-            [query], stopwords=BM25_STOPWORDS, stemmer=self._stemmer, return_ids=False, show_progress=False
-        )[0]
-        known = [t for t in tokens if t in self._vocab]
-        if not known or n == 0:
-            return np.zeros(n, dtype=np.float32)
-        return np.asarray(self._bm25.get_scores(known), dtype=np.float32)
-
     # ------------------------------------------------------------ search
 
     def search(
@@ -201,22 +236,16 @@ class Retriever:
             raise InvalidRequestError("query is empty")
         filters = filters or Filters()
         chunks = self.index.chunks
-        # Without filters every chunk is allowed: no per-chunk check on every query.
-        allowed_mask = (
-            np.ones(len(chunks), dtype=bool)
-            if filters.empty
-            else np.array([filters.allows(c) for c in chunks], dtype=bool)
-        )
-        allowed = None if filters.empty else np.flatnonzero(allowed_mask)
+        # Without filters every chunk is allowed: no mask at all.
+        allowed_mask = None if filters.empty else self._columns.allowed(filters)
+        allowed = None if allowed_mask is None else np.flatnonzero(allowed_mask)
         if allowed is not None and len(allowed) == 0:
             return []
 
         pool: set[int] = set()
-        bm25 = self._bm25_scores(query) if mode != "dense" else np.zeros(len(chunks), np.float32)
+        bm25 = self.index.bm25.scores(query) if mode != "dense" else np.zeros(len(chunks), np.float32)
         if mode != "dense":
-            masked = np.where(allowed_mask, bm25, -np.inf)
-            top = np.argsort(-masked)[: self.candidates]
-            pool.update(int(i) for i in top if np.isfinite(masked[i]) and masked[i] > 0)
+            pool.update(_top_positive(bm25, allowed, self.candidates).tolist())
 
         dense: dict[int, float] = {}
         sentence: dict[int, float] = {}
@@ -224,17 +253,12 @@ class Retriever:
             q = (self.query_vector(query) if vector is None else vector).reshape(1, -1)  # (1, dim)
             pool.update(self.index.chunk_search.search(q, self.candidates, allowed))
             sent_allowed = None
-            if allowed is not None:
-                sent_allowed = np.array(
-                    [
-                        s
-                        for s, sent in enumerate(self.index.sentences)
-                        if any(allowed_mask[c] for c in sent.chunks)
-                    ],
-                    dtype=np.int64,
-                )
+            if allowed_mask is not None:  # the sentences of at least one allowed chunk, sorted
+                sent_allowed = np.unique(self._pair_sentence[allowed_mask[self._pair_chunk]])
             for s in self.index.sentence_search.search(q, self.candidates, sent_allowed):
-                pool.update(c for c in self.index.sentences[s].chunks if allowed_mask[c])
+                pool.update(
+                    c for c in self.index.sentences[s].chunks if allowed_mask is None or allowed_mask[c]
+                )
             ids = np.fromiter(pool, dtype=np.int64)
             if len(ids):
                 chunk_sims = self.index.vectors[ids] @ q[0]

@@ -72,6 +72,10 @@ def test_index_save_load_round_trip(small: tuple[Path, Index], tmp_path: Path) -
     assert np.allclose(loaded.vectors, built.vectors)
     assert loaded.documents.keys() == built.documents.keys()
     assert (tmp_path / "current").is_symlink()
+    # BM25 comes back from its saved (memory-mapped) matrix with the scores it was built with.
+    for query in ["probation privatisation", "inspectorate reviews April 2021", "zzzz unknownword"]:
+        assert np.array_equal(loaded.bm25.scores(query), built.bm25.scores(query))
+    assert loaded.bm25.scores("probation").any()
 
 
 def test_index_missing_raises_not_built(tmp_path: Path) -> None:
@@ -99,7 +103,15 @@ def test_index_changed_corpus_is_stale(small: tuple[Path, Index]) -> None:
 
 
 @pytest.mark.parametrize(
-    "victim", ["chunks.jsonl", "chunks.npy", "sentences.npy", "manifest.json", "documents.json"]
+    "victim",
+    [
+        "chunks.jsonl",
+        "chunks.npy",
+        "sentences.npy",
+        "manifest.json",
+        "documents.json",
+        "bm25/data.csc.index.npy",
+    ],
 )
 def test_index_corrupt_file_is_refused_with_named_error(
     small: tuple[Path, Index], tmp_path: Path, victim: str

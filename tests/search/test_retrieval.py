@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from rag.errors import InvalidRequestError
 from rag.eval.retrieval import evaluate, evidence_variants, fold, load_questions, passage_hits
 from rag.search.dedup import duplicate_of
-from rag.search.retrieval import Filters, Retriever
+from rag.search.retrieval import Filters, Retriever, _Columns, _top_positive
 from tests.conftest import DEV
 
 
@@ -54,6 +55,32 @@ def test_retrieval_filters_restrict_every_result(
     hits = retriever.search("probation staff and the MoJ", k=10, filters=filters)
     assert hits
     assert all(check(h.chunk) for h in hits)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        Filters(kind=("reply",)),
+        Filters(kind=("post", "comment"), date_from="2019-06-01"),
+        Filters(document_id=("003_ea05dc3451fe564a", "nope")),
+        Filters(source=("002_c9ebe3be5a93ccd6.txt",), date_to="2020-12-31"),
+        Filters(date_from="2019-01-01", date_to="2019-12-31"),
+    ],
+)
+def test_retrieval_filter_mask_equals_filters_allows_on_every_chunk(
+    retriever: Retriever, filters: Filters
+) -> None:
+    chunks = retriever.index.chunks
+    mask = _Columns(chunks).allowed(filters)
+    assert mask.tolist() == [filters.allows(c) for c in chunks]
+
+
+def test_retrieval_bm25_candidates_are_the_top_positive_scores_ties_to_lower_ids() -> None:
+    scores = np.array([0.0, 3.0, 1.0, 2.0, 2.0, -1.0, 2.0, 5.0], dtype=np.float32)
+    assert sorted(_top_positive(scores, None, 3).tolist()) == [1, 3, 7]
+    assert sorted(_top_positive(scores, None, 4).tolist()) == [1, 3, 4, 7]
+    assert sorted(_top_positive(scores, None, 100).tolist()) == [1, 2, 3, 4, 6, 7]  # never a zero or below
+    assert sorted(_top_positive(scores, np.array([0, 2, 4, 5, 6]), 2).tolist()) == [4, 6]
 
 
 def test_retrieval_filter_matching_nothing_returns_empty(retriever: Retriever) -> None:
