@@ -59,7 +59,8 @@ class VectorIndex:
         if k <= 0:
             return []
         q = np.ascontiguousarray(q.reshape(1, -1), dtype=np.float32)
-        selector = None if allowed is None else faiss.IDSelectorBatch(allowed.astype(np.int64))
+        bitmap = None if allowed is None else _bitmap(allowed, self.ntotal)  # alive as long as the selector
+        selector = None if bitmap is None else faiss.IDSelectorBitmap(self.ntotal, faiss.swig_ptr(bitmap))
         with _one_thread():
             if self.ann is None or (allowed is not None and len(allowed) <= _EXACT_SUBSET):
                 return _exact(self.matrix, q, k, selector)
@@ -68,6 +69,15 @@ class VectorIndex:
                 params.sel = selector
             _, ids = self.ann.search(q, k, params=params)
         return [int(i) for i in ids[0] if i >= 0]
+
+
+def _bitmap(allowed: np.ndarray, n: int) -> np.ndarray:
+    """`allowed` row ids as FAISS's IDSelectorBitmap reads them (bit i of byte i // 8, low bit
+    first). The same rows as an IDSelectorBatch, which took 3 ms a query to build (a hash set)
+    over 20k allowed ids."""
+    mask = np.zeros(n, dtype=bool)
+    mask[allowed] = True
+    return np.packbits(mask, bitorder="little")
 
 
 @contextmanager

@@ -254,7 +254,10 @@ class Retriever:
             pool.update(self.index.chunk_search.search(q, self.candidates, allowed))
             sent_allowed = None
             if allowed_mask is not None:  # the sentences of at least one allowed chunk, sorted
-                sent_allowed = np.unique(self._pair_sentence[allowed_mask[self._pair_chunk]])
+                # (a mask, not np.unique: its hashing took 23 ms a query at 40k sentences)
+                sent_mask = np.zeros(len(self.index.sentences), dtype=bool)
+                sent_mask[self._pair_sentence[allowed_mask[self._pair_chunk]]] = True
+                sent_allowed = np.flatnonzero(sent_mask)
             for s in self.index.sentence_search.search(q, self.candidates, sent_allowed):
                 pool.update(
                     c for c in self.index.sentences[s].chunks if allowed_mask is None or allowed_mask[c]
