@@ -143,7 +143,9 @@ class _NoEncoder:
     """The retriever's embedder in this benchmark: every search passes its query vector, so
     encoding a query is a bug here, not a cost to measure."""
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    threads = 1  # read when the Retriever builds its query batcher
+
+    def encode(self, texts: list[str], threads: int | None = None) -> np.ndarray:
         raise RuntimeError("the scale benchmark passes every query vector; nothing is encoded")
 
 
