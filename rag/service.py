@@ -129,6 +129,7 @@ def make_retriever(settings: Settings, index: Index, embedder: Embedder) -> Retr
         embedder,
         weights=FusionWeights(bm25=1.0 - settings.dense_weight, dense=0.0, sentence=settings.dense_weight),
         candidates=settings.candidates,
+        lanes=settings.query_lanes,
     )
 
 

@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     candidates: int = Field(
         100, ge=10, le=5000, description="Candidates each retriever contributes before fusion."
     )
+    query_lanes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Query forward passes that may run side by side under load, one core each (0: as "
+        "many as torch uses cores for one pass). A lone query always runs alone on every core.",
+    )
     reload_interval: float = Field(
         2.0,
         ge=0,

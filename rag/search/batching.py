@@ -52,6 +52,7 @@ class QueryBatcher:
     ) -> None:
         self._encode = encode
         self._narrow = narrow or encode
+        self._narrows = narrow is not None  # passes started under load run narrow
         self.lanes = max(1, lanes) if narrow is not None else 1
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
@@ -83,7 +84,7 @@ class QueryBatcher:
         if wide is None:  # queued: a finished pass either served this request or made it lead
             request.wake.wait()
             if request.lead:
-                self._lead(request, wide=self.lanes == 1, waited=True)
+                self._lead(request, wide=not self._narrows, waited=True)
         else:
             self._lead(request, wide=wide, waited=False)
         if request.error is not None:
@@ -173,5 +174,5 @@ class QueryBatcher:
                 continue
             r.lead = True
             self._running += 1
-            self._wide = self.lanes == 1
+            self._wide = not self._narrows
             r.wake.set()

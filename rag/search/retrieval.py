@@ -149,6 +149,7 @@ class Retriever:
         weights: FusionWeights | None = None,
         fusion: Literal["weighted", "rrf"] = "weighted",
         candidates: int = 100,
+        lanes: int = 0,
     ) -> None:
         self.index = index
         self.embedder = embedder
@@ -178,7 +179,7 @@ class Retriever:
         self.batcher = QueryBatcher(
             partial(self.embedder.encode, threads=threads),
             narrow=partial(self.embedder.encode, threads=1),
-            lanes=threads,
+            lanes=lanes or threads,
         )
         # An answer embeds its query twice (search, then sentence scores): remember recent vectors.
         self.query_vector = lru_cache(maxsize=256)(self._encode_query)
@@ -210,11 +211,14 @@ class Retriever:
         if total == 0:
             return best
         # positions of every candidate's sentences in _sentence_ids, candidate after candidate
-        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        firsts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        offsets = np.repeat(starts - firsts, counts)
         sentences = self._sentence_ids[offsets + np.arange(total)]
-        np.maximum.at(
-            best, np.repeat(np.arange(len(ids)), counts), self.index.sentence_vectors[sentences] @ q
-        )
+        sims = self.index.sentence_vectors[sentences] @ q
+        # Each candidate's sentences are one contiguous run of `sims`: a max per run (reduceat),
+        # taken only for candidates that have sentences (reduceat reads an empty run as one value).
+        has = counts > 0
+        best[has] = np.maximum.reduceat(sims, firsts[has])
         return best
 
     # ------------------------------------------------------------ search
