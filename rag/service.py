@@ -11,13 +11,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rag.errors import IndexIncompatibleError, IndexNotBuiltError, IndexUnavailableError, IndexWriteError
 from rag.ingest.corpus import Corpus, corpus_files, load_corpus
 from rag.ingest.embedding import Embedder
 from rag.ingest.index import Index, IndexConfig, build, check_compatible, load, read_manifest, save
-from rag.search.retrieval import Retriever
 from rag.settings import Settings
+
+if TYPE_CHECKING:  # imported where a retriever is made: `rag ingest` needs no BM25 (bm25s, scipy)
+    from rag.search.retrieval import Retriever
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
@@ -122,7 +125,7 @@ def ensure_index(settings: Settings, progress: Progress | None = None) -> str | 
 
 
 def make_retriever(settings: Settings, index: Index, embedder: Embedder) -> Retriever:
-    from rag.search.retrieval import FusionWeights
+    from rag.search.retrieval import FusionWeights, Retriever
 
     return Retriever(
         index,

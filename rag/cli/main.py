@@ -16,7 +16,6 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rag.client import ClientError
 from rag.errors import RagError
 from rag.settings import Settings
 
@@ -45,15 +44,24 @@ def settings(**overrides: Any) -> Settings:
         raise typer.Exit(2) from exc
 
 
+def _is_client_error(exc: Exception) -> bool:
+    """True for the client's error. Only commands that talk to a server import `rag.client` (and
+    httpx with it, a tenth of a second of every start); a process that has not cannot have raised it."""
+    client = sys.modules.get("rag.client")
+    return client is not None and isinstance(exc, client.ClientError)
+
+
 @contextmanager
 def reported() -> Iterator[None]:
     """Print a RagError (or a server's error) as one clean line (re-raise with RAG_RAISE_ERRORS=1)."""
     try:
         yield
-    except (RagError, ClientError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, RagError) and not _is_client_error(exc):
+            raise
         if os.environ.get("RAG_RAISE_ERRORS", "").lower() in {"1", "true", "yes"}:
             raise
-        err.print(f"[red]error:[/red] {exc.message}")
+        err.print(f"[red]error:[/red] {getattr(exc, 'message', exc)}")
         raise typer.Exit(1) from exc
 
 

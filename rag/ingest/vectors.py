@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
+
+# faiss is imported inside the functions that use it: a build below EXACT_BELOW (every `rag ingest` of
+# the bundled corpus) needs none of it, and its import is a fifth of a second of each ingest's start.
 
 # Measured (README, Scale): exact top-100 took 2 ms at 10k vectors but 220 ms at 30k and 630 ms at 100k
 # on this shared 2-core machine (FAISS's flat kernel goes multi-threaded and stalls under load), while
@@ -55,6 +57,8 @@ class VectorIndex:
     def search(self, q: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[int]:
         """Row ids of the `k` best rows for one query `q` ((dim,) or (1, dim)), best first; only rows
         in `allowed` (sorted ids) when given."""
+        import faiss
+
         k = min(k, self.ntotal if allowed is None else len(allowed))
         if k <= 0:
             return []
@@ -97,6 +101,8 @@ def _one_thread() -> Iterator[None]:
 def _exact(matrix: np.ndarray, q: np.ndarray, k: int, selector: Any = None) -> list[int]:
     """FAISS's flat inner-product kernel over `matrix` as it lies (a memory map stays one), the
     same code and so the same ties as `IndexFlatIP.search`."""
+    import faiss
+
     base = np.ascontiguousarray(matrix, dtype=np.float32)
     dists = np.empty((len(q), k), dtype=np.float32)
     ids = np.empty((len(q), k), dtype=np.int64)
@@ -116,6 +122,8 @@ def _exact(matrix: np.ndarray, q: np.ndarray, k: int, selector: Any = None) -> l
 
 def exact_top(matrix: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """(n_queries, k) exact top-k row ids: the reference recall is measured against."""
+    import faiss
+
     _, ids = faiss.knn(np.ascontiguousarray(queries, dtype=np.float32), matrix, k, faiss.METRIC_INNER_PRODUCT)
     return np.asarray(ids)
 
@@ -149,6 +157,8 @@ def build(matrix: np.ndarray, exact_below: int = EXACT_BELOW) -> VectorIndex:
     n, dim = matrix.shape
     if n < exact_below:
         return VectorIndex(matrix, {"type": "exact"})
+    import faiss
+
     nlist = _nlist(n)
     ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
     ivf.cp.niter = 10  # k-means: 10 rounds reach the recall target; the default 25 only costs time
@@ -188,6 +198,8 @@ def save(vectors: VectorIndex, directory: Path, stem: str) -> list[str]:
     except ValueError as exc:
         raise OSError(errno.EIO, f"{path.name} was not written whole (disk full?)") from exc
     if vectors.ann is not None:
+        import faiss
+
         # Serialised in memory and written by Python: `faiss.write_index` reports a write that fails
         # when the file is closed (the buffered tail on a full disk) only on stderr, leaving a truncated
         # file behind that would be checksummed and made current.
@@ -207,6 +219,8 @@ def load(directory: Path, stem: str, spec: dict[str, Any]) -> VectorIndex:
         return VectorIndex(matrix, spec)
     if spec.get("type") != "ivf":
         raise ValueError(f"unknown vector index type {spec.get('type')!r} for {stem}")
+    import faiss
+
     ivf = faiss.read_index(str(directory / f"{stem}.ivf"), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
     if ivf.ntotal != len(matrix):
         raise ValueError(f"{stem}.ivf holds {ivf.ntotal} vectors but {stem}.npy {len(matrix)}")
