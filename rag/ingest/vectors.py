@@ -90,6 +90,8 @@ def _one_thread() -> Iterator[None]:
     span of one query's search. Measured at 10k vectors with one other busy process on the 2 cores:
     exact top-100 took 20 ms p50 with two OpenMP threads and 1 ms with one (the second thread's
     share waits for a core); one query is too little work to split. Builds keep every thread."""
+    import faiss
+
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:

@@ -43,7 +43,7 @@ def test_vectors_ivf_reloads_memory_mapped_with_recall_against_exact(
     names = vectors.save(built, tmp_path, "chunks")
     assert names == ["chunks.npy", "chunks.ivf"]
     loaded = vectors.load(tmp_path, "chunks", built.spec)
-    assert isinstance(loaded.matrix, np.memmap)
+    assert isinstance(loaded.matrix.base, np.memmap)  # a view of the mapped file, not a copy
     # Queries other than the calibration's (another seed) still find >= 0.95 of the exact top 10.
     queries = vectors.sample_queries(matrix, 300, seed=99)
     found = np.array([loaded.search(q, 10) for q in queries])
@@ -70,8 +70,9 @@ def test_index_loaded_memory_mapped_answers_as_the_built_one(
     index: Index, retriever: Retriever, settings: object
 ) -> None:
     loaded = load(settings.index_dir)  # type: ignore[attr-defined]
-    assert isinstance(loaded.vectors, np.memmap) and isinstance(loaded.sentence_vectors, np.memmap)
-    assert not isinstance(index.vectors, np.memmap)
+    # views of the mapped files (not copies); the index built in memory holds plain arrays
+    assert isinstance(loaded.vectors.base, np.memmap) and isinstance(loaded.sentence_vectors.base, np.memmap)
+    assert not isinstance(index.vectors.base, np.memmap)
     from_disk = Retriever(loaded, retriever.embedder, retriever.weights, candidates=retriever.candidates)
     queries = ["pay progression", "Serco contracts", "why did the CRCs fail", "Working Links collapse"]
     for query in queries:
