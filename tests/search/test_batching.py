@@ -41,6 +41,21 @@ class Gate:
         return self.embedder.encode(texts)
 
 
+def queued_behind_a_pass(
+    batcher: QueryBatcher, started: threading.Event, release: threading.Event
+) -> list[np.ndarray]:
+    """Vectors for "first query" and then QUERIES, where every one of QUERIES is known to have
+    queued while the first pass was held (until `started`, then all queued, then `release`)."""
+    with ThreadPoolExecutor(max_workers=len(QUERIES) + 1) as pool:
+        first = pool.submit(batcher.encode, "first query")
+        assert started.wait(timeout=60)
+        rest = [pool.submit(batcher.encode, q) for q in QUERIES]
+        while batcher.queued < len(QUERIES):
+            threading.Event().wait(0.001)
+        release.set()
+        return [first.result(timeout=60)] + [f.result(timeout=60) for f in rest]
+
+
 def test_batcher_concurrent_callers_get_their_own_vectors(embedder: Embedder) -> None:
     batcher = QueryBatcher(embedder.encode, max_batch=32)
     with ThreadPoolExecutor(max_workers=16) as pool:
@@ -54,14 +69,7 @@ def test_batcher_concurrent_callers_get_their_own_vectors(embedder: Embedder) ->
 def test_batcher_queries_arriving_during_a_pass_share_the_next_one(embedder: Embedder) -> None:
     gate = Gate(embedder)
     batcher = QueryBatcher(gate, max_batch=32, max_wait_ms=0)
-    with ThreadPoolExecutor(max_workers=len(QUERIES) + 1) as pool:
-        first = pool.submit(batcher.encode, "first query")
-        assert gate.started.wait(timeout=60)
-        rest = [pool.submit(batcher.encode, q) for q in QUERIES]
-        while batcher.queued < len(QUERIES):  # every caller queued behind the running pass
-            threading.Event().wait(0.001)
-        gate.open.set()
-        results = [first.result(timeout=60)] + [f.result(timeout=60) for f in rest]
+    results = queued_behind_a_pass(batcher, gate.started, gate.open)
     assert gate.batches[0] == ["first query"]
     assert sorted(gate.batches[1]) == sorted(QUERIES)  # one pass for all that queued
     assert batcher.passes == 2
@@ -72,15 +80,7 @@ def test_batcher_queries_arriving_during_a_pass_share_the_next_one(embedder: Emb
 def test_batcher_bounds_a_pass_to_max_batch(embedder: Embedder) -> None:
     gate = Gate(embedder)
     batcher = QueryBatcher(gate, max_batch=4, max_wait_ms=0)
-    with ThreadPoolExecutor(max_workers=len(QUERIES) + 1) as pool:
-        first = pool.submit(batcher.encode, "first query")
-        assert gate.started.wait(timeout=60)
-        rest = [pool.submit(batcher.encode, q) for q in QUERIES]
-        while batcher.queued < len(QUERIES):
-            threading.Event().wait(0.001)
-        gate.open.set()
-        first.result(timeout=60)
-        assert all(f.result(timeout=60) is not None for f in rest)
+    assert all(v is not None for v in queued_behind_a_pass(batcher, gate.started, gate.open))
     assert [len(b) for b in gate.batches] == [1, 4, 4, 4, 4]
 
 
@@ -175,14 +175,7 @@ def test_batcher_lone_caller_runs_wide_and_callers_queued_behind_it_split_over_n
 ) -> None:
     lanes = Lanes(embedder)
     batcher = QueryBatcher(lanes.wide, max_wait_ms=0, narrow=lanes.narrow, lanes=2)
-    with ThreadPoolExecutor(max_workers=len(QUERIES) + 1) as pool:
-        first = pool.submit(batcher.encode, "first query")
-        assert lanes.wide_started.wait(timeout=60)
-        rest = [pool.submit(batcher.encode, q) for q in QUERIES]
-        while batcher.queued < len(QUERIES):
-            threading.Event().wait(0.001)
-        lanes.open.set()
-        results = [first.result(timeout=60)] + [f.result(timeout=60) for f in rest]
+    results = queued_behind_a_pass(batcher, lanes.wide_started, lanes.open)
     assert lanes.passes[0] == ("wide", 1)
     # the 16 that queued behind the wide pass: two narrow passes of 8, one per lane, at once
     assert sorted(lanes.passes[1:]) == [("narrow", 8), ("narrow", 8)]
