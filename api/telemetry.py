@@ -122,7 +122,10 @@ class RequestTelemetry:
         finally:
             seconds = time.perf_counter() - started
             code = _error_code(bytes(error_body)) if error_body is not None else None
-            if status >= 500 and code is None:
+            # A 500 with no error body is a failure the app never answered for. Other statuses
+            # without a code are answers, not errors to count: /readyz's 503 while an index
+            # loads is logged as such, not as an internal error on every probe.
+            if status == 500 and code is None:
                 code = "internal_error"
             self.metrics.observe(scope["method"], route, status, seconds, code)
             client = scope.get("client")

@@ -11,9 +11,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.main import create_app
 from rag.ingest.index import Index
+from rag.settings import Settings
 
 SEARCH = {"query": "pay progression", "k": 2}
 
@@ -125,3 +128,13 @@ def test_one_json_log_line_per_request(client: httpx.Client, request_lines: list
     assert isinstance(ask["duration_ms"], float) and ask["duration_ms"] > 0
     assert missing["status"] == 404 and missing["error"] == "not_found"
     assert missing["route"] == "/v1/passages/{passage_id}"
+
+
+def test_readiness_probes_while_the_index_loads_are_not_counted_as_internal_errors(
+    settings: Settings,
+) -> None:
+    loading = TestClient(create_app(settings))  # outside `with`: no lifespan, so no index yet
+    assert loading.get("/readyz").status_code == 503
+    found = samples(loading)
+    assert value(found, "rag_http_requests_total", route="/readyz", status="503") == 1
+    assert value(found, "rag_http_errors_total", code="internal_error") == 0
