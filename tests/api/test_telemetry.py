@@ -101,15 +101,21 @@ def request_lines() -> Iterator[list[dict[str, object]]]:
 
 def test_one_json_log_line_per_request(client: httpx.Client, request_lines: list[dict[str, object]]) -> None:
     client.post("/v1/search", json=SEARCH, headers={"X-Request-ID": "trace-1"})
-    client.post("/v1/ask", json={"question": "When did CRCs start?", "stream": True})  # a stream, to its end
-    client.get("/v1/passages/000-nope")
+    stream = {"question": "When did CRCs start?", "stream": True}  # a stream, read to its end
+    client.post("/v1/ask", json=stream, headers={"X-Request-ID": "trace-2"})
+    client.get("/v1/passages/000-nope", headers={"X-Request-ID": "trace-3"})
+
     # The line is written once the response has gone out (its duration runs to the end), so the
-    # client may have the last response a moment before the server has logged it.
+    # client may have the last response a moment before the server has logged it, and an earlier
+    # test's last line may arrive after this test's handler is attached: keep this test's own.
+    def mine() -> list[dict[str, object]]:
+        return [line for line in request_lines if str(line["request_id"]).startswith("trace-")]
+
     deadline = time.monotonic() + 10
-    while len(request_lines) < 3 and time.monotonic() < deadline:
+    while len(mine()) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(request_lines) == 3
-    search, ask, missing = request_lines
+    assert len(mine()) == 3
+    search, ask, missing = mine()
     assert set(search) == {
         "ts",
         "request_id",
