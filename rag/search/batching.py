@@ -10,8 +10,8 @@ Lanes. A lone query runs *wide*: torch splits each matrix product over every cor
 latency for one caller. Under load that is the wrong trade on a small machine: a pass split over
 both cores stalls whenever either core is taken by the event loop, a client or another process,
 and its small products scale poorly (16 queries: 120 ms on one thread, 72 ms on two, here). So
-with `lanes` > 1, passes started while another runs are *narrow* (the `narrow` encode, one torch
-thread) and up to `lanes` of them run at once, one per core; a wide pass always runs alone. Which
+given a `narrow` encode (one torch thread), passes started while another runs or for a queue are
+narrow, and up to `lanes` of them run at once, one per core; a wide pass always runs alone. Which
 passes run wide or narrow changes no vector beyond float rounding (the same products, blocked
 differently).
 Not here: caching vectors of repeated queries (the retriever's LRU cache sits in front of this).
@@ -51,8 +51,7 @@ class QueryBatcher:
         lanes: int = 1,
     ) -> None:
         self._encode = encode
-        self._narrow = narrow or encode
-        self._narrows = narrow is not None  # passes started under load run narrow
+        self._narrow = narrow  # passes started under load run on it, when given
         self.lanes = max(1, lanes) if narrow is not None else 1
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
@@ -84,7 +83,7 @@ class QueryBatcher:
         if wide is None:  # queued: a finished pass either served this request or made it lead
             request.wake.wait()
             if request.lead:
-                self._lead(request, wide=not self._narrows, waited=True)
+                self._lead(request, wide=self._narrow is None, waited=True)
         else:
             self._lead(request, wide=wide, waited=False)
         if request.error is not None:
@@ -138,7 +137,7 @@ class QueryBatcher:
             batch = [request, *followers[:share]]
             taken = set(map(id, batch))
             self._queue = [r for r in self._queue if id(r) not in taken]
-        encode = self._encode if wide else self._narrow
+        encode = self._encode if wide or self._narrow is None else self._narrow
         try:
             vectors = encode([r.text for r in batch])
         except BaseException as exc:  # every caller of the failed pass gets its error
@@ -160,8 +159,8 @@ class QueryBatcher:
 
     def _hand_off(self) -> None:
         """Under the lock, after a pass: wake a batch request waiting for every lane, or else
-        make the oldest queued callers lead passes on the free lanes (narrow when there are
-        several lanes: a queue means load)."""
+        make the oldest queued callers lead passes on the free lanes (narrow when a narrow
+        encode is given: a queue means load)."""
         if self._exclusive:
             self._lock.notify_all()
             return
@@ -174,5 +173,5 @@ class QueryBatcher:
                 continue
             r.lead = True
             self._running += 1
-            self._wide = not self._narrows
+            self._wide = self._narrow is None
             r.wake.set()

@@ -48,10 +48,9 @@ def duplicate_of(texts: Sequence[str], threshold: float = THRESHOLD) -> list[int
         earlier = [p for s in shingles if (p := postings.get(s)) is not None]
         if earlier:
             # (views are dropped before the arrays grow: an exported array cannot be resized)
-            shared = np.sort(np.concatenate([np.frombuffer(p, dtype=np.int64) for p in earlier]))
-            firsts = np.flatnonzero(np.concatenate(([True], shared[1:] != shared[:-1])))
-            ids = shared[firsts]
-            counts = np.diff(np.append(firsts, len(shared)))
+            ids, counts = np.unique(
+                np.concatenate([np.frombuffer(p, dtype=np.int64) for p in earlier]), return_counts=True
+            )
             near = counts / np.maximum(1.0, np.minimum(float(len(shingles)), sizes[ids])) >= threshold
             for j in ids[near].tolist():
                 a, b = find(i), find(j)
