@@ -4,7 +4,8 @@ Three pure ASGI middlewares (no response is buffered, streams pass through as th
 
 - `RateLimit`: a token bucket per API key (per client address without one), `RAG_RATE_LIMIT`
   requests a second with a burst of twice that; over it, 429 with ``Retry-After``. Health probes
-  are never limited: a load balancer must always be able to ask.
+  are never limited: a load balancer must always be able to ask. Unset, the rate is
+  `applied_rate`'s: on where callers can crowd each other out, off on a keyless loopback server.
 - `ConcurrencyLimit`: at most `RAG_MAX_CONCURRENT_ASKS` expensive requests (asks, chat completions,
   batch searches) run at once; the next ones wait up to `RAG_QUEUE_TIMEOUT` for a slot, then get
   503 with ``Retry-After``. On two cores, more answers at once only stretch every one of them.
@@ -24,11 +25,32 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import rag_error_response
-from api.security import KEY_ID
+from api.security import KEY_ID, is_loopback
 from rag.errors import DeadlineExceededError, OverloadedError, RateLimitedError
+from rag.settings import Settings
 
 UNLIMITED = frozenset({"/healthz", "/readyz"})
-EXPENSIVE = frozenset({("POST", "/v1/ask"), ("POST", "/v1/chat/completions"), ("POST", "/v1/search/batch")})
+EXPENSIVE = frozenset(
+    {
+        ("POST", "/v1/ask"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/search/batch"),
+        ("POST", "/v1/cite/batch"),
+    }
+)
+DEFAULT_RATE = 10.0  # requests a second per caller, where callers share the server (README: Fair use)
+
+
+def applied_rate(settings: Settings, keyed: bool) -> float:
+    """The rate limit to apply: `RAG_RATE_LIMIT` whenever the operator set it; unset, DEFAULT_RATE
+    when callers are told apart and may crowd each other out (API keys configured, or a bind that
+    other machines reach), and none on a loopback server without keys (`make serve`). Everyone who
+    reaches that one is on this machine and could run `rag` over the same index on the same cores,
+    so a limit would protect no one and only fail a script's first loop; the bound on expensive
+    requests and the deadline still apply."""
+    if settings.rate_limit is not None:
+        return settings.rate_limit
+    return DEFAULT_RATE if keyed or not is_loopback(settings.host) else 0.0
 
 
 def client_of(scope: Scope) -> str:

@@ -23,7 +23,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, loader, metrics
 from api.deps import AppState
-from api.limits import EXPENSIVE, UNLIMITED, ConcurrencyLimit, Deadline, RateLimit, Slots, TokenBuckets
+from api.limits import (
+    EXPENSIVE,
+    UNLIMITED,
+    ConcurrencyLimit,
+    Deadline,
+    RateLimit,
+    Slots,
+    TokenBuckets,
+    applied_rate,
+)
 from api.routes import ask, cite, documents, health, openai_compat, page, passages, search
 from api.security import Access, KeyRing, is_protected
 from api.telemetry import RequestTelemetry, configure_logging
@@ -165,7 +174,8 @@ def _guard(app: FastAPI, state: AppState) -> None:
     app.add_middleware(BodyLimit, timeout=s.body_timeout)
     app.add_middleware(ConcurrencyLimit, slots=slots)
     app.add_middleware(Deadline, seconds=s.request_timeout)
-    buckets = TokenBuckets(s.rate_limit, 2 * s.rate_limit) if s.rate_limit > 0 else None
+    rate = applied_rate(s, keyed=bool(keys))
+    buckets = TokenBuckets(rate, 2 * rate) if rate > 0 else None
     app.add_middleware(RateLimit, buckets=buckets)
     app.add_middleware(Access, keys=keys)
     if s.cors_origins:  # closed unless configured: no CORS headers, so browsers keep other origins out

@@ -240,6 +240,17 @@ class CiteResponse(BaseModel):
     )
 
 
+class BatchCiteRequest(Strict):
+    requests: list[CiteRequest] = Field(
+        ..., min_length=1, max_length=100, description="Up to 100 quotes to attribute, answered in order."
+    )
+
+
+class BatchCiteResponse(BaseModel):
+    responses: list[CiteResponse] = Field(description="One response per quote, in request order.")
+    took_ms: float
+
+
 # ---------------------------------------------------------------- documents
 
 

@@ -8,17 +8,38 @@
 
 Every method returns dataclasses whose fields mirror the JSON the server sends (so
 ``dataclasses.asdict`` gives the wire format back); pydantic checks the server's JSON against them and
-ignores fields a newer server adds. HTTP failures raise a `ClientError`:
-`ServerUnreachable` when there is no answer, or an `ApiError` carrying the server's status, code
-and message, refined into `BadRequest` (4xx), `Unauthorized` (401), `NotFound` (404), `NotReady`
-(503) and `ServerError` (other 5xx). These are not `RagError`s: they describe a remote call, and
-the server's own error code is kept in `ApiError.code`. Not here: any retrieval logic.
+ignores fields a newer server adds. HTTP failures raise a `ClientError`::
+
+    ClientError
+    ├── ServerUnreachable      no answer: refused connection, timeout, a broken response
+    └── ApiError               the server's status, code and message
+        ├── BadRequest         4xx: the message says what to change
+        │   └── Unauthorized   401: no valid API key
+        ├── NotFound           404: an unknown passage or document id
+        ├── RetryLater         the server refused for now and said when to retry (`retry_after`)
+        │   ├── RateLimited    429: over this client's rate limit
+        │   └── Overloaded     503 `overloaded`: no slot for an ask or batch came free in time
+        ├── NotReady           503: the index is loading, or failed to load
+        └── ServerError        other 5xx
+
+A `RetryLater` is not a `BadRequest`: nothing about the request is wrong, and it passes. By
+default the client waits it out, as the server's ``Retry-After`` says, and sends the request
+again, up to `max_retries` times and `max_wait` seconds of waiting per call; it raises the
+`RetryLater` only when those bounds run out. Every call is safe to repeat after such a refusal:
+the server sends it before any work starts (a streamed answer that has started is never sent
+again; a refusal comes before its first byte). These are not `RagError`s: they describe a remote
+call, and the server's own error code is kept in `ApiError.code`. Not here: any retrieval logic.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import closing
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from functools import cache
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -74,6 +95,23 @@ class Unauthorized(BadRequest):
     """The server wants an API key (401): pass `api_key` (the CLI sends RAG_API_KEY)."""
 
 
+class RetryLater(ApiError):
+    """The server refused the request for now and said when to try again: `retry_after` seconds
+    (None when it did not say). Raised once the client's own retries have run out."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None) -> None:
+        super().__init__(status, code, message)
+        self.retry_after = retry_after
+
+
+class RateLimited(RetryLater):
+    """Over the server's rate limit for this client (429): slow down, or raise `max_wait`."""
+
+
+class Overloaded(RetryLater):
+    """Every slot for asks and batches stayed busy (503 `overloaded`): the server is saturated."""
+
+
 class NotReady(ApiError):
     """The server is still loading its index, or failed to (503); retry when /readyz is 200."""
 
@@ -93,11 +131,34 @@ def _error_for(response: httpx.Response) -> ApiError:
         return Unauthorized(status, code, f"{message} (set RAG_API_KEY to a key the server accepts)")
     if status == 404:
         return NotFound(status, code, message)
+    if status == 429:
+        return RateLimited(status, code, message, _retry_after(response.headers))
+    if status == 503 and code == "overloaded":
+        return Overloaded(status, code, message, _retry_after(response.headers))
     if status == 503:
         return NotReady(status, code, message)
     if 400 <= status < 500:
         return BadRequest(status, code, message)
     return ServerError(status, code, message)
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: a number of seconds or an HTTP-date (RFC 9110
+    10.2.3); None when it is missing or unreadable, 0 for a date already past."""
+    value = headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # "-0000": a time in UTC, its zone unknown
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 # ---------------------------------------------------------------- results
@@ -143,6 +204,11 @@ class QuoteMatch:
     passage_id: str
     passage_ids: list[str]
     citation: Citation
+
+
+@dataclass(frozen=True)
+class _CiteResponse:
+    matches: list[QuoteMatch]
 
 
 @dataclass(frozen=True)
@@ -283,6 +349,10 @@ class Client:
         http: an `httpx.Client` to send requests with instead (e.g. Starlette's `TestClient`,
             or one with an `httpx.MockTransport`); `base_url` and `timeout` are then its own.
         api_key: sent as ``Authorization: Bearer <key>`` to a server that requires keys.
+        max_retries: how many times one call is sent again after a `RetryLater` refusal (429, or
+            503 `overloaded`); 0 raises the first one.
+        max_wait: the most seconds one call spends waiting between those tries; a refusal whose
+            ``Retry-After`` would take it past this is raised at once, without waiting.
     """
 
     def __init__(
@@ -291,11 +361,17 @@ class Client:
         timeout: float = 60.0,
         http: httpx.Client | None = None,
         api_key: str | None = None,
+        max_retries: int = 10,
+        max_wait: float = 60.0,
     ) -> None:
+        if max_retries < 0 or max_wait < 0:
+            raise ValueError(f"max_retries ({max_retries}) and max_wait ({max_wait}) cannot be negative")
         self._owned = http is None
         self._http = http or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
         if api_key:
             self._http.headers["Authorization"] = f"Bearer {api_key}"
+        self.max_retries = max_retries
+        self.max_wait = max_wait
 
     def __enter__(self) -> Self:
         return self
@@ -309,15 +385,37 @@ class Client:
         if self._owned:
             self._http.close()
 
+    def _send(
+        self, method: str, path: str, body: Mapping[str, Any] | None, stream: bool = False
+    ) -> httpx.Response:
+        """The server's successful response, after waiting out its `RetryLater` refusals within
+        the bounds; any other error is raised at once. With `stream`, the body is left unread
+        (close the response); a refusal is read and closed before the request is sent again."""
+        request = self._http.build_request(method, path, json=body)
+        attempt, waited = 0, 0.0
+        while True:
+            try:
+                response = self._http.send(request, stream=stream)
+                if not response.is_error:
+                    return response
+                with closing(response):
+                    response.read()
+            except httpx.HTTPError as exc:  # connection refused, timeout, protocol error
+                raise ServerUnreachable(
+                    f"cannot reach the server at {self._http.base_url} ({exc}); is `rag serve` running?"
+                ) from exc
+            error = _error_for(response)
+            if not isinstance(error, RetryLater) or attempt == self.max_retries:
+                raise error
+            # Without a Retry-After (a proxy's 429, say): back off 1, 2, 4 ... seconds.
+            delay = error.retry_after if error.retry_after is not None else min(2.0**attempt, 30.0)
+            if waited + delay > self.max_wait:
+                raise error
+            time.sleep(delay)
+            attempt, waited = attempt + 1, waited + delay
+
     def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        try:
-            response = self._http.request(method, path, json=body)
-        except httpx.HTTPError as exc:  # connection refused, timeout, protocol error
-            raise ServerUnreachable(
-                f"cannot reach the server at {self._http.base_url} ({exc}); is `rag serve` running?"
-            ) from exc
-        if response.is_error:
-            raise _error_for(response)
+        response = self._send(method, path, body)
         try:
             return response.json()
         except ValueError as exc:
@@ -342,6 +440,12 @@ class Client:
         """Where `text` occurs in the archive (exact matches first), or the closest passages."""
         data = self._request("POST", "/v1/cite", {"text": text, "k": k})
         return _parse_list(QuoteMatch, data, "matches")
+
+    def cite_batch(self, quotes: Iterable[str | Mapping[str, Any]], k: int = 5) -> list[list[QuoteMatch]]:
+        """`cite` for up to 100 quotes in one request, in order; a quote is a string or a full cite
+        request (``{"text": ..., "k": ...}``)."""
+        data = self._request("POST", "/v1/cite/batch", {"requests": _cite_items(quotes, k)})
+        return [r.matches for r in _parse_list(_CiteResponse, data, "responses")]
 
     def passage(self, passage_id: str) -> Passage:
         """A passage by id, with its citation and surrounding text. Raises `NotFound`."""
@@ -379,10 +483,7 @@ class Client:
         """The answer's text as the server streams it, then the finished `Answer` (same as `ask`)."""
         body = {**_ask_body(question, k, backend, filters, options), "stream": True}
         try:
-            with self._http.stream("POST", "/v1/ask", json=body) as response:
-                if response.is_error:
-                    response.read()
-                    raise _error_for(response)
+            with closing(self._send("POST", "/v1/ask", body, stream=True)) as response:
                 for event in EventSource(response).iter_sse():
                     if event.event == "delta":
                         yield str(_validate(dict[str, str], _event_json(event)).get("text", ""))
@@ -407,6 +508,10 @@ def _ask_body(
         if value:
             body[name] = value if isinstance(value, str) else dict(value)
     return body
+
+
+def _cite_items(quotes: Iterable[str | Mapping[str, Any]], k: int) -> list[dict[str, Any]]:
+    return [{"text": q, "k": k} if isinstance(q, str) else dict(q) for q in quotes]
 
 
 def _event_json(event: ServerSentEvent) -> Any:

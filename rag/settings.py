@@ -127,11 +127,12 @@ class Settings(BaseSettings):
     cors_origins: str | None = Field(
         None, description="Comma-separated origins allowed to call the API from a browser; unset: none."
     )
-    rate_limit: float = Field(
-        10.0,
+    rate_limit: float | None = Field(
+        None,
         ge=0,
         description="Requests per second per API key (or per client address without keys), burst "
-        "twice that; 0 turns the limit off.",
+        "twice that; 0 turns the limit off. Unset: 10 when API keys are configured or the server "
+        "binds a non-loopback address, none for a loopback server without keys (`make serve`).",
     )
     max_concurrent_asks: int = Field(
         8,

@@ -7,6 +7,7 @@ the model handle (`Embedder.from_loaded`).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -34,6 +35,18 @@ if not DEV.exists():  # CI keeps shared/ beside the clone; fall back to a copy i
     DEV = ROOT / "tests" / "data" / "dev.jsonl"
 # Every question set: dev and tune from shared/ (or their copies here), and the reworded set.
 QUESTION_SETS = [DEV, DEV.with_name("tune.jsonl"), ROOT / "tests" / "data" / "reworded.jsonl"]
+
+
+def evidence_quotes(n: int) -> list[str]:
+    """The first `n` distinct evidence strings of the question sets: real quotes from the archive."""
+    seen: dict[str, None] = {}
+    for path in QUESTION_SETS:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            for evidence in json.loads(line).get("evidence") or []:
+                seen[evidence] = None
+    if len(seen) < n:
+        raise ValueError(f"the question sets hold {len(seen)} distinct evidence strings, not {n}")
+    return list(seen)[:n]
 
 
 @pytest.fixture(scope="session")

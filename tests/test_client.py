@@ -136,25 +136,28 @@ def test_client_unreachable_server_raises_server_unreachable() -> None:
 
 
 class CannedServer(LiveServer):
-    """A real HTTP server on 127.0.0.1 that answers every request with one canned response: the
-    failures our own server should never produce, seen from the client's side."""
+    """A real HTTP server on 127.0.0.1 that answers every request with one canned response, and
+    counts them: the failures our own server should never produce, seen from the client's side.
+    A body that is not a string is sent as JSON; `headers` add to (or replace) the content type."""
 
-    def __init__(self, status: int, body: object) -> None:
+    def __init__(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
+        self.requests = 0
+        raw = body if isinstance(body, str) else json.dumps(body)
+        kind = "text/html" if isinstance(body, str) else "application/json"
+        sent = [
+            (k.lower().encode(), v.encode()) for k, v in ({"content-type": kind} | (headers or {})).items()
+        ]
+
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if scope["type"] != "http":
                 return
-            ready = scope["path"] == "/readyz"
-            raw = body if isinstance(body, str) else json.dumps(body)
-            payload = b"ok" if ready else raw.encode()
-            kind = b"application/json" if not isinstance(body, str) or ready else b"text/html"
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200 if ready else status,
-                    "headers": [(b"content-type", kind)],
-                }
-            )
-            await send({"type": "http.response.body", "body": payload})
+            if scope["path"] == "/readyz":
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                await send({"type": "http.response.body", "body": b"ok"})
+                return
+            self.requests += 1
+            await send({"type": "http.response.start", "status": status, "headers": sent})
+            await send({"type": "http.response.body", "body": raw.encode()})
 
         super().__init__(app)
 

@@ -19,6 +19,7 @@ from api.checks import check_history, check_query
 from api.models import (
     AskRequest,
     AskResponse,
+    BatchCiteRequest,
     BatchSearchRequest,
     CiteRequest,
     DocumentResponse,
@@ -28,6 +29,7 @@ from api.models import (
     SearchRequest,
     SearchResponse,
 )
+from api.routes import cite as cite_route
 from rag import client
 from rag.answer.answering import Answer, Answerer, final_answer
 from rag.errors import RagError, describe_validation
@@ -104,6 +106,14 @@ class LocalClient:
             check_query(request.text, self.settings.max_query_chars, field="text")
             matches = [QuoteMatch.of(m) for m in self._quoter.cite(request.text, request.k)]
         return [_shaped(client.QuoteMatch, m) for m in matches]
+
+    def cite_batch(
+        self, quotes: Iterable[str | Mapping[str, Any]], k: int = 5
+    ) -> list[list[client.QuoteMatch]]:
+        with _as_served():
+            batch = _request(BatchCiteRequest, {"requests": client._cite_items(quotes, k)})
+            response = cite_route.cite_batch(batch, self._quoter, self.settings)
+        return [[_shaped(client.QuoteMatch, m) for m in r.matches] for r in response.responses]
 
     def passage(self, passage_id: str) -> client.Passage:
         with _as_served():

@@ -7,8 +7,9 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -32,7 +33,9 @@ FileOpt = Annotated[
     Path | None,
     typer.Option("--file", "-f", exists=True, dir_okay=False, help="Read one query per line from this file."),
 ]
-BATCH = 100  # queries per POST /v1/search/batch
+BATCH = 100  # queries per POST /v1/search/batch, quotes per POST /v1/cite/batch
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def settings(**overrides: Any) -> Settings:
@@ -203,6 +206,7 @@ def serve(
     # Workers are separate processes that read their settings from the environment: the index is
     # ready now, so none of them may build one of its own (N builds racing for index/current).
     os.environ["RAG_ON_STALE"] = "refuse"
+    os.environ["RAG_HOST"] = s.host  # the bind decides the default rate limit (api/limits.py)
     if allow_unauthenticated:
         os.environ["RAG_ALLOW_UNAUTHENTICATED"] = "true"
     # The same bounds as one process, less the head-timeout protocol class: uvicorn pickles its
@@ -286,13 +290,18 @@ def search(
                 print_search(out, response)
             return
         requests = search_requests(read_batch(file), k, filters)
-        for start in range(0, len(requests), BATCH):
-            part = requests[start : start + BATCH]
-            for request, response in zip(part, client.search_batch(part), strict=True):
-                if as_json:
-                    write_json({"query": request.get("query"), **plain(response)}, lines=True)
-                else:
-                    print_search(out, response, query=str(request.get("query")))
+        for request, response in _in_batches(requests, client.search_batch):
+            if as_json:
+                write_json({"query": request.get("query"), **plain(response)}, lines=True)
+            else:
+                print_search(out, response, query=str(request.get("query")))
+
+
+def _in_batches(items: list[T], answer: Callable[[list[T]], list[R]]) -> Iterator[tuple[T, R]]:
+    """Each item with its answer, asking `answer` about BATCH items at a time (the API's limit)."""
+    for start in range(0, len(items), BATCH):
+        part = items[start : start + BATCH]
+        yield from zip(part, answer(part), strict=True)
 
 
 @app.command("eval")
@@ -388,7 +397,11 @@ def cite(
     url: UrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Where a quote comes from: its exact occurrences, or else the closest passages."""
+    """Where a quote comes from: its exact occurrences, or else the closest passages.
+
+    With --file (or no TEXT, reading stdin) each line is a quote, or a JSON cite request
+    ({"text": ..., "k": ...}), looked up 100 at a time; --json then prints one JSON line per quote.
+    """
     from rag.cli.terminal import plain, print_matches, read_batch, write_json
 
     s = settings()
@@ -400,9 +413,9 @@ def cite(
             else:
                 print_matches(out, matches)
             return
-        for item in read_batch(file):
+        answer = partial(client.cite_batch, k=k)
+        for item, matches in _in_batches(list(read_batch(file)), answer):
             quote = item if isinstance(item, str) else str(item.get("text", ""))
-            matches = client.cite(quote, k)
             if as_json:
                 write_json({"text": quote, "matches": plain(matches)}, lines=True)
             else:

@@ -18,6 +18,7 @@ lists every chunk it overlaps. Not here: HTTP, formatting, or the retrieval itse
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -25,7 +26,7 @@ from rag.errors import InvalidRequestError
 from rag.ingest.chunking import Chunk
 from rag.ingest.corpus import Document
 from rag.ingest.index import Index
-from rag.search.retrieval import Retriever
+from rag.search.retrieval import Hit, Retriever
 from rag.text import QUOTE_MAP, words
 
 MAX_EXACT = 100  # occurrences returned at most; a quote as common as "the" is not a quote
@@ -172,11 +173,13 @@ class Quoter:
         The score is ``0.7 * coverage + 0.3 * retrieval``, where coverage is the share of the
         quote's word pairs found in the passage and retrieval the fused search score (both 0..1).
         """
+        return self._rerank(text, self.retriever.search(text, max(k, POOL)), k)
+
+    def _rerank(self, text: str, hits: list[Hit], k: int) -> list[Match]:
         quote = fold_text(text)
         if not quote:
             raise InvalidRequestError("text is empty")
         wanted = _pairs(quote)
-        hits = self.retriever.search(text, max(k, POOL))
         scored = []
         for hit in hits:
             have = _pairs(fold_text(hit.chunk.text))
@@ -189,3 +192,14 @@ class Quoter:
     def cite(self, text: str, k: int = 5) -> list[Match]:
         """Exact occurrences when there are any, otherwise the `k` closest passages."""
         return self.exact(text) or self.closest(text, k)
+
+    def cite_many(self, requests: Sequence[tuple[str, int]]) -> list[list[Match]]:
+        """`cite` for each (text, k), in order; the quotes without an exact occurrence are searched
+        together (one forward pass of the model for all of them, as in `Retriever.search_many`)."""
+        found = [self.exact(text) for text, _ in requests]
+        missing = [(n, *requests[n]) for n, matches in enumerate(found) if not matches]
+        if missing:
+            searched = self.retriever.search_many([(text, max(k, POOL), None) for _, text, k in missing])
+            for (n, text, k), (hits, _) in zip(missing, searched, strict=True):
+                found[n] = self._rerank(text, hits, k)
+        return found

@@ -14,8 +14,9 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from api.limits import TokenBuckets
+from api.limits import DEFAULT_RATE, TokenBuckets, applied_rate
 from api.main import create_app
+from api.security import KeyRing
 from rag.search.retrieval import Retriever
 from rag.settings import Settings
 from tests.conftest import LiveServer
@@ -86,6 +87,41 @@ def test_rate_limit_without_keys_counts_per_address(settings: Settings, retrieve
 def test_rate_limit_zero_turns_it_off(settings: Settings, retriever: Retriever) -> None:
     with serve(settings, retriever, rate_limit=0.0) as live:
         assert {r.status_code for r in flood(live.url, 60)} == {200}
+
+
+def models(url: str, n: int, headers: dict[str, str] | None = None) -> set[int]:
+    """The statuses of `n` cheap requests sent back to back (a search would let tokens refill)."""
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        return {client.get("/v1/models").status_code for _ in range(n)}
+
+
+@pytest.mark.parametrize(
+    ("update", "rate"),
+    [
+        ({}, 0.0),  # make serve: loopback, no keys
+        ({"api_keys": SecretStr(KEY_A)}, DEFAULT_RATE),
+        ({"host": "0.0.0.0"}, DEFAULT_RATE),
+        ({"host": "::1"}, 0.0),
+        ({"rate_limit": 3.0}, 3.0),  # the operator's choice applies everywhere
+        ({"rate_limit": 0.0, "api_keys": SecretStr(KEY_A)}, 0.0),
+    ],
+)
+def test_rate_limit_unset_applies_where_callers_share_the_server(
+    settings: Settings, update: dict[str, Any], rate: float
+) -> None:
+    chosen = settings.model_copy(update={"rate_limit": None, **update})
+    assert applied_rate(chosen, keyed=bool(KeyRing.from_settings(chosen))) == rate
+
+
+def test_rate_limit_unset_is_off_on_loopback_without_keys_and_on_per_key_with_them(
+    settings: Settings, retriever: Retriever
+) -> None:
+    with serve(settings, retriever, rate_limit=None) as live:
+        assert models(live.url, 100) == {200}
+    with serve(settings, retriever, rate_limit=None, api_keys=SecretStr(KEY_A)) as live:
+        assert models(live.url, 100, bearer(KEY_A)) == {200, 429}
+    with serve(settings, retriever, rate_limit=None, host="0.0.0.0") as live:  # as a public bind would
+        assert models(live.url, 100) == {200, 429}
 
 
 class Clock:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import openai
 import pytest
+from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from rag.search.retrieval import Retriever
@@ -89,3 +92,40 @@ def test_models_follow_each_apps_own_allow_list(settings: Settings, retriever: R
             assert ids == expected
         else:
             assert {"archive/extractive", "archive/openai", "archive/local"} <= set(ids)
+
+
+def test_chat_over_the_rate_limit_gets_a_429_the_openai_client_waits_out(
+    settings: Settings, retriever: Retriever
+) -> None:
+    from api.main import create_app
+
+    # One request per 5 s for the client's key, so the refusals stay certain on a busy machine; the
+    # test reads /metrics with a second key, which has a bucket of its own.
+    client_key, reader_key = "compat-key-client", "compat-key-reader"
+    keys = SecretStr(f"{client_key},{reader_key}")
+    app = create_app(settings.model_copy(update={"rate_limit": 0.2, "api_keys": keys}), retriever=retriever)
+    messages: list[Any] = [{"role": "user", "content": QUESTION}]
+    with LiveServer(app) as live:
+
+        def spend_the_burst() -> None:
+            for _ in range(3):
+                answer = httpx.get(f"{live.url}/v1/models", headers={"Authorization": f"Bearer {client_key}"})
+                if answer.status_code == 429:
+                    return
+            raise AssertionError("a rate of one request per 5 s allowed 3 at once")
+
+        spend_the_burst()
+        impatient = openai.OpenAI(base_url=f"{live.url}/v1", api_key=client_key, max_retries=0)
+        with pytest.raises(openai.RateLimitError) as caught:
+            impatient.chat.completions.create(model="archive", messages=messages)
+        refused = caught.value
+        assert refused.status_code == 429 and refused.code == "rate_limited"  # read from our error shape
+        assert "rate limit" in refused.message and int(refused.response.headers["Retry-After"]) >= 1
+
+        spend_the_burst()
+        patient = openai.OpenAI(base_url=f"{live.url}/v1", api_key=client_key, max_retries=2, timeout=60)
+        completion = patient.chat.completions.create(model="archive", messages=messages)
+        assert "April 2021" in (completion.choices[0].message.content or "")
+        metrics = httpx.get(f"{live.url}/metrics", headers={"Authorization": f"Bearer {reader_key}"}).text
+        refusals = 'rag_http_requests_total{method="POST",route="/v1/chat/completions",status="429"} 2.0'
+        assert refusals in metrics  # the patient client was refused once too, and waited it out

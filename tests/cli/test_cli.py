@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from rag.cli import app
 from rag.ingest.index import Index
-from tests.conftest import LiveServer, free_port
+from tests.conftest import LiveServer, evidence_quotes, free_port
 
 runner = CliRunner()
 QUOTE = "It is too early to confirm the impact on CRC staff."
@@ -66,6 +66,28 @@ def test_cli_cite_batch_prints_one_json_line_per_quote(env: dict[str, str], serv
     rows = [json.loads(x) for x in run(env, "cite", "--json", "--url", server.url, stdin=stdin).splitlines()]
     assert [r["text"] for r in rows] == [QUOTE, "zebras juggling quantum marmalade"]
     assert rows[0]["matches"][0]["exact"] and not rows[1]["matches"][0]["exact"]
+
+
+def test_cli_cite_file_sends_batches_of_100_and_prints_json_lines_in_order_here_and_locally(
+    env: dict[str, str], server: LiveServer, tmp_path: Path
+) -> None:
+    quoted = [*evidence_quotes(101), "zebras juggling quantum marmalade"]  # two batches: 100, then 2
+    lines = [*quoted[:-1], json.dumps({"text": quoted[-1], "k": 2})]
+    path = tmp_path / "quotes.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    remote = [
+        json.loads(x)
+        for x in run(env, "cite", "--file", str(path), "--json", "--url", server.url).splitlines()
+    ]
+    assert [r["text"] for r in remote] == quoted
+    assert all(r["matches"] for r in remote) and len(remote[-1]["matches"]) == 2
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        single = http.post("/v1/cite", json={"text": quoted[100]}).json()
+    assert remote[100]["matches"] == single["matches"]  # the first quote of the second batch
+    short = tmp_path / "short.txt"
+    short.write_text("\n".join(lines[-3:]) + "\n", encoding="utf-8")
+    local = run(env, "cite", "--file", str(short), "--json")
+    assert [json.loads(x) for x in local.splitlines()] == remote[-3:]
 
 
 def test_cli_documents_and_passage_json(env: dict[str, str], server: LiveServer, index: Index) -> None:
