@@ -7,7 +7,7 @@ Three pure ASGI middlewares (no response is buffered, streams pass through as th
   are never limited: a load balancer must always be able to ask. Unset, the rate is
   `applied_rate`'s: on where callers can crowd each other out, off on a keyless loopback server.
 - `ConcurrencyLimit`: at most `RAG_MAX_CONCURRENT_ASKS` expensive requests (asks, chat completions,
-  batch searches) run at once; the next ones wait up to `RAG_QUEUE_TIMEOUT` for a slot, then get
+  search and cite batches) run at once; the next ones wait up to `RAG_QUEUE_TIMEOUT` for a slot, then get
   503 with ``Retry-After``. On two cores, more answers at once only stretch every one of them.
 - `Deadline`: a request whose response has not started within `RAG_REQUEST_TIMEOUT` gets a 504.
   Once a response has started (a stream), the deadline no longer applies: the stream's own LLM

@@ -138,7 +138,7 @@ class Settings(BaseSettings):
         8,
         ge=1,
         le=1000,
-        description="Expensive requests (asks, chat completions, batch searches) run at once.",
+        description="Expensive requests (asks, chat completions, batch searches, cite batches) run at once.",
     )
     queue_timeout: float = Field(
         5.0, ge=0, description="Seconds an expensive request waits for a slot before a 503."
