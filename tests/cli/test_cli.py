@@ -68,7 +68,7 @@ def test_cli_cite_batch_prints_one_json_line_per_quote(env: dict[str, str], serv
     assert rows[0]["matches"][0]["exact"] and not rows[1]["matches"][0]["exact"]
 
 
-def test_cli_cite_file_sends_batches_of_100_and_prints_json_lines_in_order_here_and_locally(
+def test_cli_cite_file_sends_batches_of_100_and_prints_json_lines_in_order_remotely_and_locally(
     env: dict[str, str], server: LiveServer, tmp_path: Path
 ) -> None:
     quoted = [*evidence_quotes(101), "zebras juggling quantum marmalade"]  # two batches: 100, then 2
@@ -84,9 +84,7 @@ def test_cli_cite_file_sends_batches_of_100_and_prints_json_lines_in_order_here_
     with httpx.Client(base_url=server.url, timeout=60) as http:
         single = http.post("/v1/cite", json={"text": quoted[100]}).json()
     assert remote[100]["matches"] == single["matches"]  # the first quote of the second batch
-    short = tmp_path / "short.txt"
-    short.write_text("\n".join(lines[-3:]) + "\n", encoding="utf-8")
-    local = run(env, "cite", "--file", str(short), "--json")
+    local = run(env, "cite", "-", "--json", stdin="\n".join(lines[-3:]) + "\n")
     assert [json.loads(x) for x in local.splitlines()] == remote[-3:]
 
 
