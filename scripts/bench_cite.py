@@ -19,18 +19,14 @@ from pathlib import Path
 import httpx
 
 from rag.client import Client
+from rag.eval.retrieval import load_questions
 
 ROOT = Path(__file__).resolve().parent.parent
 SETS = [ROOT / "tests" / "data" / name for name in ("dev.jsonl", "tune.jsonl", "reworded.jsonl")]
 
 
 def quotes(n: int) -> list[str]:
-    seen: dict[str, None] = {}
-    for path in SETS:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            for evidence in json.loads(line).get("evidence") or []:
-                seen[evidence] = None
-    return list(seen)[:n]
+    return list(dict.fromkeys(e for path in SETS for q in load_questions(path) for e in q.evidence))[:n]
 
 
 class Counting(httpx.Client):

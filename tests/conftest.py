@@ -7,7 +7,6 @@ the model handle (`Embedder.from_loaded`).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -22,6 +21,7 @@ import uvicorn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from rag.eval.retrieval import load_questions  # noqa: E402
 from rag.ingest.embedding import Embedder  # noqa: E402
 from rag.ingest.index import Index  # noqa: E402
 from rag.search.retrieval import Retriever  # noqa: E402
@@ -39,11 +39,7 @@ QUESTION_SETS = [DEV, DEV.with_name("tune.jsonl"), ROOT / "tests" / "data" / "re
 
 def evidence_quotes(n: int) -> list[str]:
     """The first `n` distinct evidence strings of the question sets: real quotes from the archive."""
-    seen: dict[str, None] = {}
-    for path in QUESTION_SETS:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            for evidence in json.loads(line).get("evidence") or []:
-                seen[evidence] = None
+    seen = dict.fromkeys(e for path in QUESTION_SETS for q in load_questions(path) for e in q.evidence)
     if len(seen) < n:
         raise ValueError(f"the question sets hold {len(seen)} distinct evidence strings, not {n}")
     return list(seen)[:n]
