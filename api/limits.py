@@ -20,6 +20,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Protocol
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -62,6 +63,17 @@ def client_of(scope: Scope) -> str:
     return f"addr:{client[0]}" if client else "addr:unknown"
 
 
+class Buckets(Protocol):
+    """Where the token buckets live: `TokenBuckets` in this process, or `api.buckets` for every
+    worker of one server. The policy (who counts as a client, which paths are limited) is here."""
+
+    rate: float
+
+    def take(self, client: str) -> float:
+        """0 when the request may go ahead, else the seconds until a token is back."""
+        ...
+
+
 class TokenBuckets:
     """One token bucket per client: `rate` tokens a second up to `burst`; a request takes one.
 
@@ -99,10 +111,10 @@ class TokenBuckets:
 
 
 class RateLimit:
-    """429 with Retry-After for a client over its rate (the buckets are shared by the app's workers
-    on one event loop, so no lock is needed)."""
+    """429 with Retry-After for a client over its rate (a process's requests share one event loop,
+    so `TokenBuckets` needs no lock; `api.buckets` shares them between processes)."""
 
-    def __init__(self, app: ASGIApp, buckets: TokenBuckets | None) -> None:
+    def __init__(self, app: ASGIApp, buckets: Buckets | None) -> None:
         self.app = app
         self.buckets = buckets
 

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 from fastapi import FastAPI
@@ -22,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, loader, metrics
+from api.buckets import token_buckets
 from api.deps import AppState
 from api.limits import (
     EXPENSIVE,
@@ -30,7 +32,6 @@ from api.limits import (
     Deadline,
     RateLimit,
     Slots,
-    TokenBuckets,
     applied_rate,
 )
 from api.routes import ask, cite, documents, health, openai_compat, page, passages, search
@@ -131,8 +132,11 @@ class IndexVersionHeader:
         await self.app(scope, receive, send_with_version)
 
 
-def create_app(settings: Settings | None = None, retriever: Retriever | None = None) -> FastAPI:
-    """Build the app. Pass `retriever` to serve an already loaded index (tests do)."""
+def create_app(
+    settings: Settings | None = None, retriever: Retriever | None = None, shared_dir: Path | None = None
+) -> FastAPI:
+    """Build the app. Pass `retriever` to serve an already loaded index (tests do), and `shared_dir`
+    when the app is one of a server's worker processes (api/workers.py): what they share lives there."""
     state = AppState(settings=settings or get_settings())
 
     @asynccontextmanager
@@ -143,6 +147,9 @@ def create_app(settings: Settings | None = None, retriever: Retriever | None = N
             state.embedder = retriever.embedder
             state.serving = loader.serving(retriever)
         threading.Thread(target=loader.run, args=(state,), name="index-loader", daemon=True).start()
+        if metrics.multiprocess():  # the other workers' scrapes read this one's state from its files
+            sync = app.state.metrics.keep_synced
+            threading.Thread(target=sync, args=(state.stop,), name="metrics-sync", daemon=True).start()
         yield
         state.stop.set()
 
@@ -160,11 +167,11 @@ def create_app(settings: Settings | None = None, retriever: Retriever | None = N
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
-    _guard(app, state)
+    _guard(app, state, shared_dir)
     return app
 
 
-def _guard(app: FastAPI, state: AppState) -> None:
+def _guard(app: FastAPI, state: AppState, shared_dir: Path | None) -> None:
     """The middleware, innermost first (each `add_middleware` wraps the ones before it): refusals
     come before any work, and the telemetry outside them all sees and logs every refusal."""
     s = state.settings
@@ -175,7 +182,7 @@ def _guard(app: FastAPI, state: AppState) -> None:
     app.add_middleware(ConcurrencyLimit, slots=slots)
     app.add_middleware(Deadline, seconds=s.request_timeout)
     rate = applied_rate(s, keyed=bool(keys))
-    buckets = TokenBuckets(rate, 2 * rate) if rate > 0 else None
+    buckets = token_buckets(rate, 2 * rate, shared_dir) if rate > 0 else None
     app.add_middleware(RateLimit, buckets=buckets)
     app.add_middleware(Access, keys=keys)
     if s.cors_origins:  # closed unless configured: no CORS headers, so browsers keep other origins out

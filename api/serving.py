@@ -26,6 +26,7 @@ uvicorn cancels whatever is left.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -99,6 +100,10 @@ def server_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Con
         "limit_concurrency": settings.max_connections,
         "timeout_keep_alive": 5,
         "timeout_graceful_shutdown": settings.shutdown_grace + SHUTDOWN_MARGIN,
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise, so any process on
+        # the machine could claim any address (and a fresh rate-limit bucket with each request).
+        "proxy_headers": settings.trusted_proxies is not None,
+        "forwarded_allow_ips": settings.trusted_proxies or "",
         **overrides,
     }
     return uvicorn.Config(app, **values)
@@ -122,10 +127,12 @@ class GracefulServer(uvicorn.Server):
             timer.start()
 
 
-def serve(app: Any, settings: Settings, **overrides: Any) -> None:
-    """Run `app` the way `rag serve` does, until SIGTERM or SIGINT (see the module docstring)."""
+def serve(app: Any, settings: Settings, sockets: list[socket.socket] | None = None, **overrides: Any) -> None:
+    """Run `app` the way `rag serve` does, until SIGTERM or SIGINT (see the module docstring): on
+    `sockets` already listening when given (each worker of `rag serve --workers`, api/workers.py),
+    else on the settings' host and port."""
     from api.answer_pool import cut_answers
 
     after = max(0.0, settings.shutdown_grace - SHUTDOWN_MARGIN)
     config = server_config(app, settings, **overrides)
-    GracefulServer(config, partial(cut_answers, app.state.rag), after).run()
+    GracefulServer(config, partial(cut_answers, app.state.rag), after).run(sockets)

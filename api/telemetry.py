@@ -5,17 +5,21 @@ through), else a fresh one; either way it is returned as ``X-Request-ID``. The l
 the ``rag.requests`` logger::
 
     {"ts": "...", "request_id": "...", "method": "POST", "route": "/v1/search", "path": "/v1/search",
-     "status": 200, "duration_ms": 12.3, "key": "1a2b3c4d", "client": "127.0.0.1", "error": null}
+     "status": 200, "duration_ms": 12.3, "key": "1a2b3c4d", "client": "127.0.0.1", "error": null,
+     "pid": 4242}
 
-``key`` is the caller's key id (a short hash; never the key), ``error`` the JSON error code of an
-error response. This is pure ASGI middleware, outermost, so it sees every refusal (401, 429, 503,
-504) as it went out and never buffers a streamed answer: the duration runs to the stream's end.
+``key`` is the caller's key id (a short hash; never the key), ``client`` the peer's address (the
+address a proxy forwarded only when the peer is one of ``RAG_TRUSTED_PROXIES``), ``error`` the JSON
+error code of an error response, ``pid`` the process that answered (one of ``--workers``). This is
+pure ASGI middleware, outermost, so it sees every refusal (401, 429, 503, 504) as it went out and
+never buffers a streamed answer: the duration runs to the stream's end.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -140,5 +144,6 @@ class RequestTelemetry:
                 "key": scope.get(KEY_ID),
                 "client": client[0] if client else None,
                 "error": code,
+                "pid": os.getpid(),  # which worker answered, under `rag serve --workers`
             }
             logger.info(json.dumps(line))

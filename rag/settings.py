@@ -6,6 +6,7 @@ yourself, as tests do. Invalid values fail at startup with the variable's name.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -127,6 +128,12 @@ class Settings(BaseSettings):
     cors_origins: str | None = Field(
         None, description="Comma-separated origins allowed to call the API from a browser; unset: none."
     )
+    trusted_proxies: str | None = Field(
+        None,
+        description="Comma-separated addresses or networks (CIDR) of proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto headers are believed; unset: those headers are ignored and the client is "
+        "the connection's peer.",
+    )
     rate_limit: float | None = Field(
         None,
         ge=0,
@@ -160,6 +167,24 @@ class Settings(BaseSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"RAG_API_KEYS_FILE: {value} is not a file")
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: str | None) -> str | None:
+        """Each entry an IP address or network, written canonically (10.1.2.3/8 -> 10.0.0.0/8): uvicorn
+        would quietly treat a malformed entry as a name no peer ever has."""
+        networks = []
+        for item in filter(None, (part.strip() for part in (value or "").split(","))):
+            try:
+                network = ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"RAG_TRUSTED_PROXIES: {item!r} is not an IP address or network (such as "
+                    "10.0.0.5 or 10.0.0.0/8)"
+                ) from exc
+            single = network.num_addresses == 1
+            networks.append(str(network.network_address) if single else str(network))
+        return ",".join(networks) or None
 
     @property
     def allowed_openai_models(self) -> list[str]:

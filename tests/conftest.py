@@ -7,13 +7,21 @@ the model handle (`Embedder.from_loaded`).
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -77,14 +85,35 @@ def retriever(settings: Settings, index: Index, model: Embedder) -> Retriever:
     return make_retriever(settings, index, model)
 
 
-@pytest.fixture
-def env(settings: Settings, index: Index) -> dict[str, str]:
-    """Environment for a CLI run that reuses the session's already built index."""
+def cli_env(settings: Settings) -> dict[str, str]:
     return {
         "RAG_DATA_DIR": str(settings.data_dir),
         "RAG_INDEX_DIR": str(settings.index_dir),
         "HF_HUB_OFFLINE": "1",
     }
+
+
+@pytest.fixture
+def env(settings: Settings, index: Index) -> dict[str, str]:
+    """Environment for a CLI run that reuses the session's already built index."""
+    return cli_env(settings)
+
+
+@contextmanager
+def logged_requests() -> Iterator[list[dict[str, Any]]]:
+    """The request log lines (api/telemetry.py) servers in this process write meanwhile."""
+    lines: list[dict[str, Any]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(json.loads(record.getMessage()))
+
+    handler = Keep()
+    logging.getLogger("rag.requests").addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logging.getLogger("rag.requests").removeHandler(handler)
 
 
 def free_port() -> int:
@@ -94,14 +123,18 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """A real uvicorn server in a thread, on 127.0.0.1 and a free port; entered once `probe` answers 200."""
+    """A real uvicorn server in a thread, on 127.0.0.1 and a free port; entered once `probe` answers 200.
+    With `settings`, uvicorn is configured as `rag serve` configures it (api/serving.py)."""
 
     probe = "/readyz"
 
-    def __init__(self, app: object) -> None:
+    def __init__(self, app: object, settings: Settings | None = None) -> None:
+        from api.serving import server_config
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")  # type: ignore[arg-type]
+        where = {"host": "127.0.0.1", "port": self.port, "log_level": "warning"}
+        config = server_config(app, settings, **where) if settings else uvicorn.Config(app, **where)  # type: ignore[arg-type]
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -133,6 +166,84 @@ class StartedServer(LiveServer):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server did not reach the expected state in {timeout} s")
             time.sleep(0.2)
+
+
+class RagServe:
+    """A real `rag serve` process (``--workers N``) on 127.0.0.1 and a free port, with `settings` as
+    RAG_* variables; entered once every worker is ready, stopped with SIGTERM on exit. Its stderr
+    (uvicorn's lines and one JSON line per request) goes to a file: `requests()` reads the latter."""
+
+    def __init__(self, env: dict[str, str], workers: int = 1, **settings: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        self.env = {**os.environ, **env, **settings}
+        fd, name = tempfile.mkstemp(prefix="rag-serve-", suffix=".log")
+        os.close(fd)
+        self.log = Path(name)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> RagServe:
+        command = [sys.executable, "-m", "rag.cli.main", "serve", "--port", str(self.port)]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*command, "--workers", str(self.workers)],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _wait_ready(self, timeout: float = 300) -> None:
+        """Until /metrics, which sums every worker, says each is ready: each worker loads the model
+        (tens of seconds each on shared cores)."""
+        slots = int(self.env.get("RAG_MAX_CONCURRENT_ASKS", "8")) * self.workers
+        key = self.env.get("RAG_API_KEYS", "").split(",")[0]
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"rag serve exited ({self.process.returncode}): {self.log.read_text()}")
+            try:
+                found = {}
+                for line in httpx.get(f"{self.url}/metrics", headers=headers, timeout=5).text.splitlines():
+                    name, _, number = line.partition(" ")
+                    found[name] = number
+                if found.get("rag_index_ready") == "1.0" and found.get("rag_expensive_slots") == f"{slots}.0":
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"rag serve did not become ready: {self.log.read_text()[-3000:]}")
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The request log lines written so far."""
+        lines = self.log.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith('{"ts"')]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def two_workers(settings: Settings, index: Index) -> Iterator[RagServe]:
+    """`rag serve --workers 2` over the session's index: 2 s head and body timeouts, no rate limit."""
+    limits = {"RAG_HEADER_TIMEOUT": "2", "RAG_BODY_TIMEOUT": "2", "RAG_RATE_LIMIT": "0"}
+    with RagServe(cli_env(settings), workers=2, **limits) as live:
+        yield live
 
 
 @pytest.fixture(scope="session")

@@ -157,9 +157,6 @@ def _reuse_report(incremental: dict[str, Any]) -> str:
     return f"encoded {encoded} texts, reused {reused} from {incremental['base']} ({changes})"
 
 
-_WORKER_OPTIONS = ("host", "port", "limit_concurrency", "timeout_keep_alive", "timeout_graceful_shutdown")
-
-
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default RAG_HOST).")] = None,
@@ -171,19 +168,25 @@ def serve(
             help="Bind a non-loopback address without API keys (RAG_ALLOW_UNAUTHENTICATED).",
         ),
     ] = None,
+    trusted_proxies: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated addresses or networks of proxies whose X-Forwarded-For is believed "
+            "(RAG_TRUSTED_PROXIES; uvicorn calls it --forwarded-allow-ips). Default: none.",
+        ),
+    ] = None,
     workers: Annotated[
         int, typer.Option(min=1, max=64, help="Worker processes sharing one memory-mapped index.")
     ] = 1,
 ) -> None:
     """Serve the HTTP API and the chat page; builds the index first if it is missing."""
-    import uvicorn
-
     from api.main import create_app
     from api.security import KeyRing, is_loopback
     from api.serving import serve as run
-    from api.serving import server_config
 
-    s = settings(host=host, port=port, allow_unauthenticated=allow_unauthenticated)
+    s = settings(
+        host=host, port=port, allow_unauthenticated=allow_unauthenticated, trusted_proxies=trusted_proxies
+    )
     if not is_loopback(s.host) and not KeyRing.from_settings(s) and not s.allow_unauthenticated:
         err.print(
             f"[red]refusing to serve on {s.host} without API keys:[/red] anyone who can reach it could "
@@ -193,29 +196,22 @@ def serve(
         )
         raise typer.Exit(2)
     # access_log off: the app writes its own JSON line per request (api/telemetry.py). Header/body
-    # timeouts, a connection cap and a graceful shutdown: api/serving.py.
+    # timeouts, a connection cap, proxy headers and a graceful shutdown: api/serving.py.
     if workers == 1:
         run(create_app(s), s, log_level="info", access_log=False)
         return
+    from api.workers import serve_workers
     from rag.service import ensure_index
 
     with reported(), progress_bar() as update:
         built = ensure_index(s, update)
     if built:
         err.print(f"[yellow]built the index:[/yellow] {built}")
-    # Workers are separate processes that read their settings from the environment: the index is
-    # ready now, so none of them may build one of its own (N builds racing for index/current).
-    os.environ["RAG_ON_STALE"] = "refuse"
-    os.environ["RAG_HOST"] = s.host  # the bind decides the default rate limit (api/limits.py)
-    if allow_unauthenticated:
-        os.environ["RAG_ALLOW_UNAUTHENTICATED"] = "true"
-    # The same bounds as one process, less the head-timeout protocol class: uvicorn pickles its
-    # config into each spawned worker, and a class made at run time does not pickle.
-    config = vars(server_config("api.main:create_app", s))
-    options = {k: v for k, v in config.items() if k in _WORKER_OPTIONS}
-    uvicorn.run(
-        "api.main:create_app", factory=True, workers=workers, log_level="info", access_log=False, **options
-    )
+    # The index is ready now, so no worker may build one of its own (N builds racing for
+    # index/current). Each worker runs what one process runs above: api/workers.py.
+    code = serve_workers(s.model_copy(update={"on_stale": "refuse"}), workers)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -1,13 +1,16 @@
 """Fair use (api/limits.py) against real servers on 127.0.0.1: the rate limit per key and per
-address, the bound on concurrent expensive requests, and the per-request deadline. The slow LLM is
-the one allowed stand-in: a real HTTP server on loopback speaking chat completions."""
+address (the server's rate under `rag serve --workers 2` too, and an address a client cannot pick
+with X-Forwarded-For), the bound on concurrent expensive requests, and the per-request deadline.
+The slow LLM is the one allowed stand-in: a real HTTP server on loopback speaking chat completions."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Iterator
-from typing import Any
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -19,7 +22,7 @@ from api.main import create_app
 from api.security import KeyRing
 from rag.search.retrieval import Retriever
 from rag.settings import Settings
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, RagServe, cli_env, logged_requests
 
 KEY_A, KEY_B = "limit-key-a", "limit-key-b"
 SEARCH = {"query": "pay progression", "k": 1}
@@ -132,16 +135,6 @@ class Clock:
         return self.now
 
 
-def test_token_bucket_bursts_twice_the_rate_then_refills() -> None:
-    clock = Clock()
-    buckets = TokenBuckets(rate=5, burst=10, clock=clock)
-    assert [buckets.take("a") for _ in range(10)] == [0.0] * 10
-    assert buckets.take("a") == pytest.approx(0.2)  # one token back in 1/5 s
-    assert buckets.take("b") == 0.0  # another client has its own bucket
-    clock.now += 1.0
-    assert [buckets.take("a") for _ in range(5)] == [0.0] * 5 and buckets.take("a") > 0
-
-
 def test_token_bucket_keeps_a_bounded_number_of_clients() -> None:
     clock = Clock()
     buckets = TokenBuckets(rate=1, burst=1, max_clients=3, clock=clock)
@@ -149,6 +142,83 @@ def test_token_bucket_keeps_a_bounded_number_of_clients() -> None:
         buckets.take(client)
     assert buckets.take("a") == 0.0  # dropped as least recently seen: back with a full bucket
     assert buckets.take("d") > 0
+
+
+RATE, BURST = 1.0, 2.0  # RAG_RATE_LIMIT=1: one request a second, bursts of two
+Lines = list[dict[str, Any]]
+
+
+class Limited(NamedTuple):
+    url: str
+    workers: int
+    requests: Callable[[], Lines]  # the request log lines so far
+
+
+@pytest.fixture(scope="module", params=["one process", "two workers"])
+def limited(request: pytest.FixtureRequest, settings: Settings, retriever: Retriever) -> Iterator[Limited]:
+    """A server allowing each client RATE requests a second: the app in a thread under rag serve's
+    uvicorn config, or `rag serve --workers 2`."""
+    if request.param == "two workers":
+        with RagServe(cli_env(settings), workers=2, RAG_RATE_LIMIT=f"{RATE:g}") as served:
+            yield Limited(served.url, 2, served.requests)
+        return
+    one = settings.model_copy(update={"rate_limit": RATE})
+    with LiveServer(create_app(one, retriever=retriever), one) as live, logged_requests() as lines:
+        yield Limited(live.url, 1, lambda: list(lines))
+
+
+def searches(
+    limited: Limited, headers: list[dict[str, str]]
+) -> tuple[list[int], float, list[dict[str, Any]]]:
+    """One search per entry of `headers`, each on a connection of its own, 8 at a time (so every
+    worker takes some): the statuses, the seconds they took in all, and their log lines."""
+
+    def search(sent: dict[str, str]) -> int:
+        return httpx.post(f"{limited.url}/v1/search", json=SEARCH, headers=sent, timeout=60).status_code
+
+    time.sleep(BURST / RATE)  # whatever came before, the bucket is full again
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(search, headers))
+    took = time.monotonic() - started
+    ids = {sent["X-Request-ID"] for sent in headers}
+    deadline = time.monotonic() + 20  # each line is written just after its response
+    while len(lines := [r for r in limited.requests() if r["request_id"] in ids]) < len(ids):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return statuses, took, lines
+
+
+def tagged(n: int, **more: str) -> list[dict[str, str]]:
+    tag = uuid.uuid4().hex[:8]
+    return [{"X-Request-ID": f"{tag}-{i}", **{k: v.format(i=i) for k, v in more.items()}} for i in range(n)]
+
+
+def test_rate_limit_is_the_servers_rate_whichever_worker_answers(limited: Limited) -> None:
+    statuses, took, lines = searches(limited, tagged(40))
+    assert set(statuses) == {200, 429}
+    # A bucket holds at most BURST tokens and gains RATE a second: one bucket for the server lets
+    # no more through than this (a bucket per worker would let each worker's share through).
+    assert statuses.count(200) <= BURST + RATE * took
+    assert len({line["pid"] for line in lines}) == limited.workers
+
+
+def test_forty_searches_with_spoofed_forwarded_for_are_limited_as_one_client(limited: Limited) -> None:
+    statuses, took, lines = searches(limited, tagged(40, **{"X-Forwarded-For": "203.0.113.{i}"}))
+    assert set(statuses) == {200, 429}
+    assert statuses.count(200) <= BURST + RATE * took
+    assert {line["client"] for line in lines} == {"127.0.0.1"}  # the peer, never the header
+
+
+def test_forwarded_for_from_a_trusted_proxy_names_the_client(
+    settings: Settings, retriever: Retriever
+) -> None:
+    behind = settings.model_copy(update={"rate_limit": RATE, "trusted_proxies": "127.0.0.0/8"})
+    with LiveServer(create_app(behind, retriever=retriever), behind) as live, logged_requests() as lines:
+        headers = tagged(20, **{"X-Forwarded-For": "203.0.113.{i}, 127.0.0.1"})  # client, then a proxy
+        statuses, _, logged = searches(Limited(live.url, 1, lambda: list(lines)), headers)
+    assert statuses == [200] * 20  # twenty clients, a bucket each
+    assert sorted(line["client"] for line in logged) == sorted(f"203.0.113.{i}" for i in range(20))
 
 
 def _ask(url: str) -> httpx.Response:

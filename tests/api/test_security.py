@@ -224,3 +224,19 @@ def test_serve_binds_a_public_address_when_told_explicitly(env: dict[str, str]) 
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("given", ["proxy.internal", "10.0.0.1/33", "10.0.0.1, 300.1.1.1"])
+def test_serve_refuses_trusted_proxies_that_are_not_addresses(env: dict[str, str], given: str) -> None:
+    # uvicorn would take such an entry as a name no peer ever has, and trust nobody without a word
+    result = runner.invoke(cli, ["serve", "--trusted-proxies", given], env=env)
+    assert result.exit_code == 2
+    assert "RAG_TRUSTED_PROXIES" in result.output and "is not an IP address" in result.output
+
+
+def test_trusted_proxies_are_written_canonically(settings: Settings) -> None:
+    given = Settings(
+        data_dir=settings.data_dir, trusted_proxies=" 10.1.2.3/8, ::1,, 127.0.0.1 ", _env_file=None
+    )  # type: ignore[call-arg]
+    assert given.trusted_proxies == "10.0.0.0/8,::1,127.0.0.1"
+    assert Settings(data_dir=settings.data_dir, _env_file=None).trusted_proxies is None  # type: ignore[call-arg]

@@ -3,8 +3,8 @@ log line per request, and the request id header; against the session's real serv
 
 from __future__ import annotations
 
-import json
-import logging
+import concurrent.futures
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,21 +17,25 @@ from prometheus_client.parser import text_string_to_metric_families
 from api.main import create_app
 from rag.ingest.index import Index
 from rag.settings import Settings
+from tests.conftest import RagServe, logged_requests
 
 SEARCH = {"query": "pay progression", "k": 2}
 
 
-def samples(client: httpx.Client) -> dict[str, list[tuple[dict[str, str], float]]]:
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def samples(client: httpx.Client | TestClient) -> Samples:
     r = client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    out: Samples = {}
     for family in text_string_to_metric_families(r.text):
         for sample in family.samples:
             out.setdefault(sample.name, []).append((sample.labels, sample.value))
     return out
 
 
-def value(found: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
+def value(found: Samples, name: str, **labels: str) -> float:
     return sum(v for have, v in found.get(name, []) if labels.items() <= have.items())
 
 
@@ -87,16 +91,8 @@ def test_request_id_is_made_or_kept_and_returned(client: httpx.Client) -> None:
 
 @pytest.fixture
 def request_lines() -> Iterator[list[dict[str, object]]]:
-    lines: list[dict[str, object]] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(json.loads(record.getMessage()))
-
-    handler = Keep()
-    logging.getLogger("rag.requests").addHandler(handler)
-    yield lines
-    logging.getLogger("rag.requests").removeHandler(handler)
+    with logged_requests() as lines:
+        yield lines
 
 
 def test_one_json_log_line_per_request(client: httpx.Client, request_lines: list[dict[str, object]]) -> None:
@@ -127,9 +123,11 @@ def test_one_json_log_line_per_request(client: httpx.Client, request_lines: list
         "key",
         "client",
         "error",
+        "pid",
     }
     assert search["request_id"] == "trace-1" and search["route"] == "/v1/search" and search["status"] == 200
     assert search["client"] == "127.0.0.1" and search["key"] is None and search["error"] is None
+    assert search["pid"] == os.getpid()  # the in-process server
     assert ask["route"] == "/v1/ask" and ask["status"] == 200
     assert isinstance(ask["duration_ms"], float) and ask["duration_ms"] > 0
     assert missing["status"] == 404 and missing["error"] == "not_found"
@@ -144,3 +142,38 @@ def test_readiness_probes_while_the_index_loads_are_not_counted_as_internal_erro
     found = samples(loading)
     assert value(found, "rag_http_requests_total", route="/readyz", status="503") == 1
     assert value(found, "rag_http_errors_total", code="internal_error") == 0
+
+
+def test_metrics_under_two_workers_count_the_whole_server_whichever_worker_answers(
+    two_workers: RagServe, index: Index
+) -> None:
+    def scrape() -> Samples:
+        with httpx.Client(base_url=two_workers.url, timeout=30) as client:  # a new connection each
+            return samples(client)
+
+    def search(request_id: str) -> int:
+        headers = {"X-Request-ID": request_id}  # each on a connection of its own, so both workers take some
+        return httpx.post(
+            f"{two_workers.url}/v1/search", json=SEARCH, headers=headers, timeout=60
+        ).status_code
+
+    before = scrape()
+    ids = [f"sum-{uuid.uuid4().hex[:8]}-{n}" for n in range(40)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(search, ids)) == [200] * 40
+    deadline = time.monotonic() + 20  # each line is written just after its response
+    while len(lines := [r for r in two_workers.requests() if r["request_id"] in ids]) < 40:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert len({line["pid"] for line in lines}) == 2, "both workers answered some"
+    for _ in range(6):  # whichever worker answers the scrape, it counts every worker's requests
+        after = scrape()
+        for name in ("rag_http_requests_total", "rag_http_request_duration_seconds_count"):
+            grown = value(after, name, route="/v1/search") - value(before, name, route="/v1/search")
+            assert grown == 40, name
+        assert value(after, "rag_index_ready") == 1  # every worker is ready
+        assert value(after, "rag_expensive_slots") == 2 * 8  # each worker's RAG_MAX_CONCURRENT_ASKS
+        assert value(after, "rag_index_documents") == index.manifest["documents"]
+        assert [labels["version"] for labels, v in after["rag_index_info"] if v == 1] == [
+            index.manifest["corpus_fingerprint"][:12]
+        ]
