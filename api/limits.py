@@ -6,6 +6,9 @@ Three pure ASGI middlewares (no response is buffered, streams pass through as th
   requests a second with a burst of twice that; over it, 429 with ``Retry-After``. Health probes
   are never limited: a load balancer must always be able to ask. Unset, the rate is
   `applied_rate`'s: on where callers can crowd each other out, off on a keyless loopback server.
+  The client address is the peer's (a proxy's forwarded one only from ``RAG_TRUSTED_PROXIES``:
+  api/serving.py); the buckets are this process's (`TokenBuckets`), or every worker's under
+  ``rag serve --workers`` (api/buckets.py).
 - `ConcurrencyLimit`: at most `RAG_MAX_CONCURRENT_ASKS` expensive requests (asks, chat completions,
   search and cite batches) run at once; the next ones wait up to `RAG_QUEUE_TIMEOUT` for a slot, then get
   503 with ``Retry-After``. On two cores, more answers at once only stretch every one of them.

@@ -193,13 +193,13 @@ class RagServe:
                 stderr=log,
             )
         try:
-            self._wait_ready()
+            self.wait_ready()
         except BaseException:
             self.__exit__()
             raise
         return self
 
-    def _wait_ready(self, timeout: float = 300) -> None:
+    def wait_ready(self, timeout: float = 300) -> None:
         """Until /metrics, which sums every worker, says each is ready: each worker loads the model
         (tens of seconds each on shared cores)."""
         slots = int(self.env.get("RAG_MAX_CONCURRENT_ASKS", "8")) * self.workers

@@ -1,59 +1,56 @@
-"""`rag serve --workers 2`: a real subprocess with two uvicorn workers over the index built once."""
+"""`rag serve --workers 2`: a real subprocess with two workers over the index built once, each the
+same server as one process (tests/api/test_serving.py, test_limits.py and test_telemetry.py run
+their server tests against two workers too); a worker that dies is replaced."""
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
+from tests.conftest import RagServe
+
+SEARCH_ROUTE = 'rag_http_requests_total{method="POST",route="/v1/search",status="200"}'
 
 
-def _children(pid: int) -> list[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [int(p) for p in text.split()]
+def _workers(pid: int) -> list[int]:
+    """The worker processes: multiprocessing's spawn starts each as `... spawn_main ...`."""
+    children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return [p for p in children if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+
+
+def _searches(url: str, n: int) -> list[httpx.Response]:
+    queries = ["pay progression", "Serco contracts", "Working Links collapse"]
+    with httpx.Client(base_url=url, timeout=30) as client:
+        return [client.post("/v1/search", json={"query": queries[i % 3], "k": 3}) for i in range(n)]
 
 
 def test_serve_two_workers_share_the_built_index_and_answer_searches(env: dict[str, str]) -> None:
     index_dir = Path(env["RAG_INDEX_DIR"])
     build_before = (index_dir / "current").resolve()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rag.cli.main", "serve", "--port", str(port), "--workers", "2"],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 240  # two workers each load the model on shared cores
-        ready = 0
-        while ready < 10 and time.monotonic() < deadline:  # ten in a row: both workers are up
-            try:
-                ready = ready + 1 if httpx.get(f"{url}/readyz", timeout=5).status_code == 200 else 0
-            except httpx.HTTPError:
-                ready = 0
-            time.sleep(0.2)
-        assert ready == 10, "the workers never became ready"
-        # uvicorn starts each worker with multiprocessing's spawn
-        workers = [p for p in _children(proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
-        assert len(workers) >= 2
-        with httpx.Client(base_url=url, timeout=30) as client:
-            for query in ["pay progression", "Serco contracts", "Working Links collapse"] * 4:
-                response = client.post("/v1/search", json={"query": query, "k": 3})
-                assert response.status_code == 200
-                assert len(response.json()["results"]) == 3
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with RagServe(env, workers=2) as live:
+        assert live.process is not None
+        assert len(_workers(live.process.pid)) == 2
+        for response in _searches(live.url, 12):
+            assert response.status_code == 200
+            assert len(response.json()["results"]) == 3
     assert (index_dir / "current").resolve() == build_before, "no worker rebuilt the index"
+
+
+def test_serve_worker_that_dies_is_replaced_and_the_counts_it_made_stay(env: dict[str, str]) -> None:
+    with RagServe(env, workers=2) as live:
+        assert live.process is not None
+        assert {r.status_code for r in _searches(live.url, 10)} == {200}
+        workers = _workers(live.process.pid)
+        os.kill(workers[0], signal.SIGKILL)  # a crash: no shutdown of its own
+        deadline = time.monotonic() + 60
+        while len(now := _workers(live.process.pid)) < 2 or workers[0] in now:
+            assert time.monotonic() < deadline, "the dead worker was not replaced"
+            time.sleep(0.2)
+        live.wait_ready()  # every worker ready again: the new one loaded the index
+        metrics = httpx.get(f"{live.url}/metrics", timeout=30).text
+        assert f"{SEARCH_ROUTE} 10.0" in metrics  # the dead worker's share is still counted
+        assert {r.status_code for r in _searches(live.url, 3)} == {200}
