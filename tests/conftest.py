@@ -238,9 +238,10 @@ class RagServe:
         self.log.unlink(missing_ok=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def two_workers(settings: Settings, index: Index) -> Iterator[RagServe]:
-    """`rag serve --workers 2` over the session's index: 2 s head and body timeouts, no rate limit."""
+    """`rag serve --workers 2` over the session's index: 2 s head and body timeouts, no rate limit.
+    Per module: two workers hold ~1.4 GB, which the rest of a session need not keep waiting."""
     limits = {"RAG_HEADER_TIMEOUT": "2", "RAG_BODY_TIMEOUT": "2", "RAG_RATE_LIMIT": "0"}
     with RagServe(cli_env(settings), workers=2, **limits) as live:
         yield live
