@@ -13,7 +13,10 @@ mid-body, and there is no cap on connections. So:
   api/main.py, which bounds each read while the body is incomplete);
 - at most ``RAG_MAX_CONNECTIONS`` connections and requests at once (uvicorn's
   ``limit_concurrency``: beyond it, new requests get a 503);
-- idle kept-alive connections close after uvicorn's 5 s (``timeout_keep_alive``).
+- idle kept-alive connections close after uvicorn's 5 s (``timeout_keep_alive``);
+- ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed only from the proxies in
+  ``RAG_TRUSTED_PROXIES`` (uvicorn's own default believes them from 127.0.0.1), so a client cannot
+  name its own address to the rate limit or the logs.
 
 On SIGTERM uvicorn stops listening (new connections are refused), closes idle connections and
 lets in-flight requests finish for ``RAG_SHUTDOWN_GRACE`` seconds; answer streams get the same
@@ -21,6 +24,9 @@ grace to end with their ``done`` event (api/routes/ask.py). Answers still waitin
 shortly before the grace runs out have their backend call cut (`GracefulServer`), so they fall
 back to the extractive answer and finish - plain ones with a 200, streams with ``done`` - before
 uvicorn cancels whatever is left.
+
+`rag serve --workers N` runs `serve` in each of its workers (api/workers.py), so all of this, the
+shutdown included, holds in every worker.
 """
 
 from __future__ import annotations

@@ -202,7 +202,7 @@ class RagServe:
     def wait_ready(self, timeout: float = 300) -> None:
         """Until /metrics, which sums every worker, says each is ready: each worker loads the model
         (tens of seconds each on shared cores)."""
-        slots = int(self.env.get("RAG_MAX_CONCURRENT_ASKS", "8")) * self.workers
+        slots = self.slots_each() * self.workers
         key = self.env.get("RAG_API_KEYS", "").split(",")[0]
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         deadline = time.monotonic() + timeout
@@ -221,6 +221,11 @@ class RagServe:
                 pass
             time.sleep(0.5)
         raise RuntimeError(f"rag serve did not become ready: {self.log.read_text()[-3000:]}")
+
+    def slots_each(self) -> int:
+        """Each worker's RAG_MAX_CONCURRENT_ASKS."""
+        default = Settings.model_fields["max_concurrent_asks"].default
+        return int(self.env.get("RAG_MAX_CONCURRENT_ASKS", default))
 
     def requests(self) -> list[dict[str, Any]]:
         """The request log lines written so far."""

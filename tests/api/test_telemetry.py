@@ -172,7 +172,7 @@ def test_metrics_under_two_workers_count_the_whole_server_whichever_worker_answe
             grown = value(after, name, route="/v1/search") - value(before, name, route="/v1/search")
             assert grown == 40, name
         assert value(after, "rag_index_ready") == 1  # every worker is ready
-        assert value(after, "rag_expensive_slots") == 2 * 8  # each worker's RAG_MAX_CONCURRENT_ASKS
+        assert value(after, "rag_expensive_slots") == 2 * two_workers.slots_each()
         assert value(after, "rag_index_documents") == index.manifest["documents"]
         assert [labels["version"] for labels, v in after["rag_index_info"] if v == 1] == [
             index.manifest["corpus_fingerprint"][:12]
