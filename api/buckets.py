@@ -8,12 +8,13 @@ write lock, so the refill, the check and the take are atomic across processes wi
 own. The clock is `time.monotonic`, which on Linux is one clock for every process of the machine.
 
 Why SQLite: the store must be atomic across processes and bounded, and cheap next to a search.
-One take costs about 60 µs, 80 µs with two processes taking at once (`scripts/bench_buckets.py`),
-against ~30 ms for a search. A manager process would add an IPC round trip per request and a process
-to supervise; a hand-written table in shared memory would be faster still, but is a hash table with
-eviction and a cross-process lock to get right ourselves. WAL mode lets readers and the writer
-overlap, and `synchronous=OFF` skips fsync: a worker that crashes mid-write cannot damage the
-database (only a machine crash could, and the directory is made afresh for each server anyway).
+One take costs ~25 µs, ~55 µs while another process takes at once (`scripts/bench_buckets.py`,
+on a loaded 2-core machine), against milliseconds for a search. A manager process would add an IPC
+round trip per request and a process to supervise; a hand-written table in shared memory would be
+faster still, but is a hash table with eviction and a cross-process lock to get right ourselves.
+WAL mode lets readers and the writer overlap, and `synchronous=OFF` skips fsync: a worker that
+crashes mid-write cannot damage the database (only a machine crash could, and the directory is made
+afresh for each server anyway).
 
 Rows of clients idle long enough to have filled up again are deleted now and then: a full bucket is
 what a missing row means, so deleting one changes no answer, and the table holds only the clients
