@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from api.main import create_app
 from rag.ingest.index import Index
 from rag.settings import Settings
-from tests.conftest import StartedServer
+from tests.conftest import StartedServer, writable
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 JSON = {"content-type": "application/json"}
@@ -237,7 +237,7 @@ def unavailable_client(
     copy = tmp_path_factory.mktemp("corrupt-index")
     shutil.copytree(settings.index_dir, copy, symlinks=True, dirs_exist_ok=True)
     vectors_file = (copy / "current" / "chunks.npy").resolve()
-    vectors_file.write_bytes(vectors_file.read_bytes()[:-64])
+    writable(vectors_file).write_bytes(vectors_file.read_bytes()[:-64])
     broken = settings.model_copy(update={"index_dir": copy, "on_stale": "refuse"})
     with StartedServer(create_app(broken)) as live, httpx.Client(base_url=live.url, timeout=60) as c:
         live.wait_until(lambda: c.get("/readyz").json()["status"] == "error")
