@@ -34,7 +34,7 @@ from pydantic import Field
 
 from rag.answer.prompting import Prompt, Source
 from rag.backends.base import LLMBackend
-from rag.errors import BackendError, InvalidRequestError
+from rag.errors import BackendError, InvalidRequestError, echoed
 from rag.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class OpenAIBackend(LLMBackend):
         allowed = self.settings.allowed_openai_models
         if self.options.model is not None and self.options.model not in allowed:
             raise InvalidRequestError(
-                f"options.model: {self.options.model!r} is not offered; choose one of "
+                f"options.model: {echoed(self.options.model)} is not offered; choose one of "
                 f"{', '.join(allowed)} (the operator lists them in RAG_OPENAI_MODELS)"
             )
 

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.errors import IndexIncompatibleError, IndexNotBuiltError, IndexWriteError, NotFoundError
+from rag.errors import IndexIncompatibleError, IndexNotBuiltError, IndexWriteError, NotFoundError, echoed
 from rag.ingest import vectors
 from rag.ingest.bm25 import BM25Index
 from rag.ingest.chunking import ENCODING, PARENT_WORDS, Chunk, chunk_corpus
@@ -112,14 +112,16 @@ class Index:
         try:
             return self.chunks[self.by_id[chunk_id]]
         except KeyError:
-            raise NotFoundError(f"no passage with id {chunk_id!r} in the index") from None
+            raise NotFoundError(f"no passage with id {echoed(chunk_id)} in the index") from None
 
     def document(self, document_id: str) -> Document:
         try:
             return self.documents[document_id]
         except KeyError:
             known = ", ".join(sorted(self.documents)[:10])
-            raise NotFoundError(f"no document with id {document_id!r}; known ids include: {known}") from None
+            raise NotFoundError(
+                f"no document with id {echoed(document_id)}; known ids include: {known}"
+            ) from None
 
 
 # ---------------------------------------------------------------- building
