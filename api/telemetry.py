@@ -7,9 +7,10 @@ the ``rag.requests`` logger::
     {"ts": "...", "request_id": "...", "method": "POST", "route": "/v1/search", "path": "/v1/search",
      "status": 200, "duration_ms": 12.3, "key": "1a2b3c4d", "client": "127.0.0.1", "error": null}
 
-``key`` is the caller's key id (a short hash; never the key), ``error`` the JSON error code of an
-error response. This is pure ASGI middleware, outermost, so it sees every refusal (401, 429, 503,
-504) as it went out and never buffers a streamed answer: the duration runs to the stream's end.
+``key`` is the caller's key id (an HMAC of the key, see `api.security`; never the key), ``error``
+the JSON error code of an error response. This is pure ASGI middleware, outermost, so it sees every
+refusal (401, 429, 503, 504) as it went out and never buffers a streamed answer: the duration runs
+to the stream's end.
 """
 
 from __future__ import annotations

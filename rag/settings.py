@@ -125,6 +125,11 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(
         None, description="File of API keys, one per line (blank lines and `#` comments ignored)."
     )
+    key_id_secret: SecretStr | None = Field(
+        None,
+        description="Secret the server names API keys with in its logs (an HMAC of the key, never the "
+        "key); unset: a random one at each start, shared by `rag serve --workers`' processes.",
+    )
     api_key: SecretStr | None = Field(
         None, description="Key the `rag` CLI sends (`--url` mode) to a server that requires one."
     )

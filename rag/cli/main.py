@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -207,6 +208,8 @@ def serve(
     # ready now, so none of them may build one of its own (N builds racing for index/current).
     os.environ["RAG_ON_STALE"] = "refuse"
     os.environ["RAG_HOST"] = s.host  # the bind decides the default rate limit (api/limits.py)
+    if s.key_id_secret is None:  # every worker must name a key alike (logs, rate limits): one secret
+        os.environ["RAG_KEY_ID_SECRET"] = secrets.token_hex(32)
     if allow_unauthenticated:
         os.environ["RAG_ALLOW_UNAUTHENTICATED"] = "true"
     # The same bounds as one process, less the head-timeout protocol class: uvicorn pickles its

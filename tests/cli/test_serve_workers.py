@@ -19,6 +19,11 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
+def _environ(pid: int) -> dict[str, str]:
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(p.decode().partition("=")[::2] for p in pairs if b"=" in p)
+
+
 def test_serve_two_workers_share_the_built_index_and_answer_searches(env: dict[str, str]) -> None:
     index_dir = Path(env["RAG_INDEX_DIR"])
     build_before = (index_dir / "current").resolve()
@@ -44,6 +49,9 @@ def test_serve_two_workers_share_the_built_index_and_answer_searches(env: dict[s
         # uvicorn starts each worker with multiprocessing's spawn
         workers = [p for p in _children(proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
         assert len(workers) >= 2
+        # Unset here, so the parent made one secret for all: each worker names a key alike in logs.
+        secrets = {_environ(p).get("RAG_KEY_ID_SECRET") for p in workers}
+        assert len(secrets) == 1 and None not in secrets and "RAG_KEY_ID_SECRET" not in env
         with httpx.Client(base_url=url, timeout=30) as client:
             for query in ["pay progression", "Serco contracts", "Working Links collapse"] * 4:
                 response = client.post("/v1/search", json={"query": query, "k": 3})
