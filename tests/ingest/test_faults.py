@@ -239,22 +239,31 @@ def serve_with_full_disk(
 ) -> Iterator[tuple[str, Path, dict[str, Any]]]:
     """A real `rag serve` whose files may not grow past FILE_LIMIT, over a stale index it must rebuild."""
     data, index_dir, before = stale
+    with _serving(data, index_dir, preexec_fn=_file_size_limit, restore_signals=False) as (url, _, log):
+        yield url, index_dir, before
+    assert "File too large" in "".join(log), "the server log keeps the cause"
+
+
+@contextmanager
+def _serving(
+    data: Path, index_dir: Path, env: dict[str, str] | None = None, **popen: Any
+) -> Iterator[tuple[str, subprocess.Popen[str], list[str]]]:
+    """A real `rag serve` subprocess (a fault that kills it must not kill pytest). Its log is drained
+    as it comes (a log file would meet a file-size limit too) and complete once this exits."""
     port = free_port()
     child = subprocess.Popen(
         [RAG, "serve", "--port", str(port)],
-        env=_env(data, index_dir),
+        env=_env(data, index_dir, **(env or {})),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_file_size_limit,
-        restore_signals=False,
+        **popen,
     )
-    log: list[str] = []  # drained as it comes (a log file would meet the file-size limit too)
-    assert child.stderr is not None
+    log: list[str] = []
     reader = threading.Thread(target=lambda: log.extend(child.stderr or ()), daemon=True)
     reader.start()
     try:
-        yield f"http://127.0.0.1:{port}", index_dir, before
+        yield f"http://127.0.0.1:{port}", child, log
     finally:
         child.send_signal(signal.SIGTERM)
         try:
@@ -263,7 +272,6 @@ def serve_with_full_disk(
             child.kill()
             child.wait()
         reader.join(timeout=10)
-        assert "File too large" in "".join(log), "the server log keeps the cause"
 
 
 def _wait_for(url: str, state: str, timeout: float = 600) -> dict[str, Any]:
@@ -321,34 +329,6 @@ def test_server_whose_index_files_cannot_be_read_answers_503_without_paths(
 # ---------------------------------------------------------------- a live file changed in place
 
 
-@contextmanager
-def _serving(
-    data: Path, index_dir: Path, **env: str
-) -> Iterator[tuple[str, subprocess.Popen[str], list[str]]]:
-    """A real `rag serve` subprocess (a fault that kills it must not kill pytest), its log drained."""
-    port = free_port()
-    child = subprocess.Popen(
-        [RAG, "serve", "--port", str(port)],
-        env=_env(data, index_dir, RAG_RELOAD_INTERVAL="0.2", **env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    log: list[str] = []
-    reader = threading.Thread(target=lambda: log.extend(child.stderr or ()), daemon=True)
-    reader.start()
-    try:
-        yield f"http://127.0.0.1:{port}", child, log
-    finally:
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-        reader.join(timeout=10)
-
-
 def _truncate_largest_vectors(index_dir: Path) -> Path:
     """`truncate -s 4096` on the served build's largest .npy, in place, as issue 18 found it."""
     victim = max((index_dir / "current").resolve().rglob("*.npy"), key=lambda p: p.stat().st_size)
@@ -365,7 +345,7 @@ def test_server_whose_largest_vector_file_is_truncated_in_place_stays_up_and_kee
     ingested: tuple[Path, Path, dict[str, Any]],
 ) -> None:
     data, index_dir, before = ingested
-    with _serving(data, index_dir) as (url, child, log):
+    with _serving(data, index_dir, {"RAG_RELOAD_INTERVAL": "0.2"}) as (url, child, log):
         _wait_for(url, "ready")
         assert _search(url).status_code == 200
         victim = _truncate_largest_vectors(index_dir)
@@ -386,7 +366,11 @@ def test_server_with_a_mapped_index_truncated_in_place_answers_503_until_a_good_
 ) -> None:
     _, built = small
     data, index_dir, before = ingested
-    with _serving(data, index_dir, RAG_MAP_ABOVE_MB="0") as (url, child, _):
+    with _serving(data, index_dir, {"RAG_RELOAD_INTERVAL": "0.2", "RAG_MAP_ABOVE_MB": "0"}) as (
+        url,
+        child,
+        _,
+    ):
         _wait_for(url, "ready")
         assert _search(url).status_code == 200  # the mapped pages are in use
         _truncate_largest_vectors(index_dir)
