@@ -124,13 +124,13 @@ def _check_served_files(state: AppState) -> None:
         serving.version,
         names,
     )
-    state.serving, state.error = (
-        None,
-        IndexUnavailableError(
-            "a file of the index being served was changed on disk; the operator should check the server "
-            "log and run `rag ingest`"
-        ),
+    # The error first: a request between the two assignments still finds the old index, never
+    # neither (which would read as "still loading").
+    state.error = IndexUnavailableError(
+        "a file of the index being served was changed on disk; the operator should check the server "
+        "log and run `rag ingest`"
     )
+    state.serving = None
 
 
 def _version(state: AppState) -> str | None:

@@ -114,12 +114,14 @@ def test_client_disconnect_cancels_the_upstream_llm_call(
 
 
 class HeldBackend(LLMBackend):
-    """Holds its answer thread until `release` is set, then answers."""
+    """Holds its answer thread (`holding` set) until `release` is set, then answers."""
 
     name = "held"
+    holding: ClassVar[threading.Event] = threading.Event()
     release: ClassVar[threading.Event] = threading.Event()
 
     def generate(self, prompt: Prompt, passages: Sequence[Source]) -> Iterator[str]:
+        self.holding.set()
         self.release.wait(120)
         yield "Held until released [1]."
 
@@ -133,6 +135,7 @@ def test_an_ask_waiting_for_a_thread_has_its_llm_deadline_counted_from_admission
     timeout = 2.0
     update = {"openai_base_url": hanging.url, "llm_timeout": timeout, "llm_retries": 0, "ask_workers": 1}
     served = settings.model_copy(update={**update, "rate_limit": 0.0, "max_concurrent_asks": 2})
+    HeldBackend.holding.clear()
     HeldBackend.release.clear()
     register(HeldBackend)
     try:
@@ -140,6 +143,7 @@ def test_an_ask_waiting_for_a_thread_has_its_llm_deadline_counted_from_admission
             first = pool.submit(
                 httpx.post, f"{live.url}/v1/ask", json={**ASK, "backend": "held"}, timeout=120
             )
+            assert HeldBackend.holding.wait(60), "the first ask never got the answer thread"
             second = pool.submit(httpx.post, f"{live.url}/v1/ask", json=ASK, timeout=120)
 
             def both_admitted() -> bool:
