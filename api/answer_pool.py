@@ -7,6 +7,11 @@ behind them. Answers (asks, chat completions) therefore run on a `CapacityLimite
 ``RAG_ASK_WORKERS`` threads; more asks wait their turn without holding a thread. Health probes and
 the dependencies are `async` and touch no pool at all.
 
+An answer's LLM deadline runs from the request's admission (`count_from_admission`), not from
+when it gets a thread: with more slots than threads (`RAG_MAX_CONCURRENT_ASKS` over
+`RAG_ASK_WORKERS`) an ask that waited for one would otherwise get a whole `RAG_LLM_TIMEOUT` on
+top of the wait. One whose deadline passed while it waited falls back to the extractive answer.
+
 A client that disconnects cancels its answer (`Answerer.cancel`), which cuts the backend's
 upstream call instead of letting it run to its deadline for nobody. At shutdown, answers still
 waiting on their LLM when the grace period is nearly over have their backend call cut
@@ -15,6 +20,7 @@ waiting on their LLM when the grace period is nearly over have their backend cal
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TypeVar
 
@@ -23,6 +29,7 @@ import anyio.to_thread
 from starlette.requests import Request
 
 from api.deps import AppState
+from api.limits import ADMITTED
 from rag.answer.answering import Answerer
 
 T = TypeVar("T")
@@ -31,6 +38,13 @@ _END = object()
 
 def _next(items: Iterator[T]) -> T | object:
     return next(items, _END)
+
+
+def count_from_admission(request: Request, answerer: Answerer, llm_timeout: float) -> None:
+    """Give the answer's backend call its deadline: `llm_timeout` after the request was admitted
+    (`api.limits.ConcurrencyLimit`), or after now for a request no slot admitted."""
+    admitted: float = request.scope.get(ADMITTED, time.monotonic())
+    answerer.backend.deadline = admitted + llm_timeout
 
 
 async def run_answer(

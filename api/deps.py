@@ -47,7 +47,7 @@ class AppState:
     assignment) when a newly built index has loaded."""
 
     settings: Settings
-    registry: Registry | None = None  # the backends these settings allow, loaded at startup
+    registry: Registry | None = None  # the backends these settings allow, loaded by create_app
     serving: Serving | None = None
     embedder: Embedder | None = None  # the model, loaded once and shared by every index served
     error: RagError | None = None  # why the first load failed; cleared when an index loads later
@@ -70,7 +70,7 @@ async def get_settings_dep(state: StateDep) -> Settings:
 
 
 async def get_registry(state: StateDep) -> Registry:
-    if state.registry is None:  # pragma: no cover - the lifespan sets it before serving
+    if state.registry is None:  # pragma: no cover - create_app sets it before serving
         raise IndexNotBuiltError("the server is still starting; retry when GET /readyz answers 200")
     return state.registry
 

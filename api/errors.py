@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from api.models import ErrorResponse
-from rag.errors import RagError, RetryLater, UnauthorizedError, describe_validation
+from rag.errors import RagError, RetryLater, UnauthorizedError, clipped, describe_validation
 
 logger = logging.getLogger(__name__)
 
@@ -101,10 +101,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     }
     code = codes.get(exc.status_code, "http_error")
     detail = _DETAILS.get(str(exc.detail), str(exc.detail))
+    method, path = clipped(request.method), clipped(request.url.path)
     if exc.status_code == 404 and detail == "Not Found":  # no route matched, not an unknown id
-        detail = f"no such endpoint: {request.method} {request.url.path} (see /docs)"
+        detail = f"no such endpoint: {method} {path} (see /docs)"
     elif exc.status_code == 405 and detail == "Method Not Allowed":
-        detail = f"{request.method} is not allowed on {request.url.path}"
+        detail = f"{method} is not allowed on {path}"
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         headers["Allow"] = _allowed_methods(request)

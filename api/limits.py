@@ -34,6 +34,7 @@ from rag.errors import DeadlineExceededError, OverloadedError, RateLimitedError
 from rag.settings import Settings
 
 UNLIMITED = frozenset({"/healthz", "/readyz"})
+ADMITTED = "rag.admitted"  # scope entry: the time.monotonic() an expensive request got its slot
 EXPENSIVE = frozenset(
     {
         ("POST", "/v1/ask"),
@@ -182,7 +183,7 @@ class ConcurrencyLimit:
             error = OverloadedError(message, self.slots.typical)
             await rag_error_response(error)(scope, receive, send)
             return
-        started = time.monotonic()
+        started = scope[ADMITTED] = time.monotonic()
         try:
             await self.app(scope, receive, send)
         finally:

@@ -8,11 +8,13 @@ Run with ``rag serve`` (or ``uvicorn --factory api.main:create_app``).
 
 from __future__ import annotations
 
+import codecs
 import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 from fastapi import FastAPI
@@ -62,6 +64,11 @@ class BodyLimit:
     A body that stalls for `timeout` seconds between pieces gets a 408, so a slow client cannot
     hold a request open (uvicorn has no body timeout of its own).
 
+    A body that is not UTF-8 gets a 400 as it arrives. The JSON parser alone would take UTF-16 and
+    UTF-32 too (it guesses the encoding from a byte-order mark or the NUL bytes of the first
+    characters), so those are refused here: by an invalid UTF-8 byte (a UTF-16 or UTF-32 byte-order
+    mark is one) or a NUL byte, which UTF-8 JSON never holds (a NUL in a string is written `\u0000`).
+
     Starlette's own limiter answers in plain text; this one keeps the API's JSON error shape: the
     HTTPException raised mid-read reaches the handler in `api.errors` like any other.
     """
@@ -95,16 +102,37 @@ class BodyLimit:
             stalled = f"the request body stalled for over {self.timeout:g}s (RAG_BODY_TIMEOUT)"
             raise HTTPException(408, stalled)
 
+        utf8 = codecs.getincrementaldecoder("utf-8")()
+
         async def limited() -> Message:
             nonlocal seen
             message = await timed()
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                body = message.get("body", b"")
+                if len(body) + seen > self.max_bytes:
                     raise HTTPException(413, f"request body is over the limit of {self.max_bytes} bytes")
+                _check_utf8(utf8, body, seen, final=not message.get("more_body", False))
+                seen += len(body)
             return message
 
         await self.app(scope, limited, send)
+
+
+def _check_utf8(decoder: codecs.IncrementalDecoder, piece: bytes, offset: int, final: bool) -> None:
+    """400 unless `piece`, the body's next bytes from `offset` on, continues valid UTF-8 with no NUL."""
+    nul = piece.find(b"\x00")
+    try:
+        decoder.decode(piece, final=final)
+    except UnicodeDecodeError as exc:
+        at = offset + max(0, exc.start)
+        raise HTTPException(
+            400, f"the body is not UTF-8 (byte {at} is invalid); send UTF-8 encoded JSON"
+        ) from exc
+    if nul >= 0:
+        raise HTTPException(
+            400,
+            f"the body holds a NUL byte (byte {offset + nul}): send UTF-8 encoded JSON, not UTF-16 or UTF-32",
+        )
 
 
 class IndexVersionHeader:
@@ -138,11 +166,11 @@ def create_app(
     """Build the app. Pass `retriever` to serve an already loaded index (tests do), and `shared_dir`
     when the app is one of a server's worker processes (api/workers.py): what they share lives there."""
     state = AppState(settings=settings or get_settings())
+    state.registry = load_registry(state.settings.backends_allow)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging()
-        state.registry = load_registry(state.settings.backends_allow)
         if retriever is not None:
             state.embedder = retriever.embedder
             state.serving = loader.serving(retriever)
@@ -168,7 +196,25 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     _guard(app, state, shared_dir)
+    _document_backends(app, state.registry.choices())
     return app
+
+
+def _document_backends(app: FastAPI, choices: list[str]) -> None:
+    """`backend` in /openapi.json as the names and aliases the registry knows now, so the schema
+    allows no backend the server would refuse. (The registry still decides each request: one
+    registered later is served, an unknown name gets 400 naming the known ones.)"""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        field = schema["components"]["schemas"]["AskRequest"]["properties"]["backend"]
+        field["anyOf"] = [{"type": "string", "enum": choices}, {"type": "null"}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _guard(app: FastAPI, state: AppState, shared_dir: Path | None) -> None:

@@ -9,9 +9,9 @@ fields, so a misspelt filter gets a 422 naming it instead of being silently igno
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from rag.answer.answering import Answer
 from rag.ingest.chunking import Chunk
@@ -26,6 +26,16 @@ KindName = Kind
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _whole_number(value: object) -> object:
+    """JSON has one kind of number, and JSON Schema's `integer` (what /openapi.json says) includes
+    4.0: take it as 4. A string, a fraction or a boolean is still refused by the strict `int`."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# A count such as `k`: an integer in JSON's sense (4 or 4.0), never coerced from "5", 4.5 or true.
+Count = Annotated[int, BeforeValidator(_whole_number)]
 
 
 class SearchFilters(Strict):
@@ -62,7 +72,7 @@ class SearchFilters(Strict):
 
 class SearchRequest(Strict):
     query: str = Field(..., min_length=1, description="What to search for, in natural language.")
-    k: int = Field(5, ge=1, le=50, strict=True, description="How many passages to return.")
+    k: Count = Field(5, ge=1, le=50, strict=True, description="How many passages to return.")
     filters: SearchFilters | None = None
 
 
@@ -199,9 +209,13 @@ class BatchSearchResponse(BaseModel):
 
 class CiteRequest(Strict):
     text: str = Field(
-        ..., description="The quote to attribute (whitespace, case and curly quotes are folded)."
+        ...,
+        description="The quote to attribute (whitespace, case and curly quotes are folded).",
+        # Stated for the schema, checked by the route (`check_query`), whose messages say more than
+        # pydantic's (an unpaired surrogate, say, is named where it is).
+        json_schema_extra={"minLength": 1},
     )
-    k: int = Field(
+    k: Count = Field(
         5,
         ge=1,
         le=50,
@@ -360,8 +374,11 @@ class DocumentResponse(BaseModel):
 
 class AskRequest(Strict):
     question: str = Field(..., min_length=1, description="The question, in natural language.")
-    k: int = Field(5, ge=1, le=20, strict=True, description="How many passages the answer may draw on.")
-    backend: str | None = Field(None, description="Backend name or alias; default RAG_BACKEND.")
+    k: Count = Field(5, ge=1, le=20, strict=True, description="How many passages the answer may draw on.")
+    backend: str | None = Field(
+        None,
+        description="Backend name or alias; default RAG_BACKEND. /openapi.json lists those the server knows.",
+    )
     stream: bool = Field(
         False, strict=True, description="Answer as server-sent events: `delta`s, then one `done`."
     )

@@ -9,7 +9,10 @@ load balancer can probe and a browser can load the page that then asks for a key
 it and how big the index is, and Prometheus sends a bearer token as easily as a browser does.
 
 Keys are compared in constant time, by their SHA-256 digests so that a key's length does not leak
-either, and never logged: logs and metrics name a key by `key_id`, a short hash.
+either, and never logged: logs and the rate limiter name a key by `KeyRing.key_id`, the first 8
+hex digits of an HMAC-SHA-256 of the key under a server secret (``RAG_KEY_ID_SECRET``, random at
+each start unless set). A plain hash of a short key could be guessed back from the log by trying
+keys; without the secret, an id says nothing about the key it names.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import secrets
 from collections.abc import Iterable
 from typing import Annotated
 
@@ -31,27 +35,29 @@ PROTECTED = ("/v1", "/metrics")  # path prefixes that need a key when keys are c
 KEY_ID = "rag.key_id"  # scope entry: the caller's key id, or None without a valid key
 
 
-def key_id(key: str) -> str:
-    """A short, stable name for a key, safe to log: the first 8 hex digits of its SHA-256."""
-    return hashlib.sha256(key.encode()).hexdigest()[:8]
-
-
 class KeyRing:
-    """The configured keys, kept only as digests."""
+    """The configured keys, kept only as digests, and the secret their ids are made with."""
 
-    def __init__(self, keys: Iterable[str] = ()) -> None:
+    def __init__(self, keys: Iterable[str] = (), id_secret: bytes | None = None) -> None:
         self._digests = [hashlib.sha256(k.encode()).digest() for k in keys]
+        self._id_secret = id_secret if id_secret else secrets.token_bytes(32)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyRing:
-        """Keys from RAG_API_KEYS (comma-separated) and RAG_API_KEYS_FILE (one per line)."""
+        """Keys from RAG_API_KEYS (comma-separated) and RAG_API_KEYS_FILE (one per line); ids made
+        with RAG_KEY_ID_SECRET (a random secret when unset)."""
         keys = []
         if settings.api_keys is not None:
             keys += settings.api_keys.get_secret_value().split(",")
         if settings.api_keys_file is not None:
             lines = settings.api_keys_file.read_text(encoding="utf-8").splitlines()
             keys += [line for line in lines if not line.lstrip().startswith("#")]
-        return cls(k.strip() for k in keys if k.strip())
+        secret = settings.key_id_secret.get_secret_value().encode() if settings.key_id_secret else None
+        return cls((k.strip() for k in keys if k.strip()), secret)
+
+    def key_id(self, key: str) -> str:
+        """A short, stable name for a key, safe to log: 8 hex digits of an HMAC-SHA-256 of it."""
+        return hmac.new(self._id_secret, key.encode(), hashlib.sha256).hexdigest()[:8]
 
     def __bool__(self) -> bool:
         return bool(self._digests)
@@ -66,7 +72,7 @@ class KeyRing:
         found = False
         for known in self._digests:
             found |= hmac.compare_digest(known, digest)
-        return key_id(presented) if found else None
+        return self.key_id(presented) if found else None
 
 
 def bearer_token(scope: Scope) -> str | None:

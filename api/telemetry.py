@@ -8,11 +8,12 @@ the ``rag.requests`` logger::
      "status": 200, "duration_ms": 12.3, "key": "1a2b3c4d", "client": "127.0.0.1", "error": null,
      "pid": 4242}
 
-``key`` is the caller's key id (a short hash; never the key), ``client`` the peer's address (the
-address a proxy forwarded only when the peer is one of ``RAG_TRUSTED_PROXIES``), ``error`` the JSON
-error code of an error response, ``pid`` the process that answered (one of ``--workers``). This is
-pure ASGI middleware, outermost, so it sees every refusal (401, 429, 503, 504) as it went out and
-never buffers a streamed answer: the duration runs to the stream's end.
+``key`` is the caller's key id (an HMAC of the key under the server's secret, see `api.security`;
+never the key), ``client`` the peer's address (the address a proxy forwarded only when the peer is
+one of ``RAG_TRUSTED_PROXIES``), ``error`` the JSON error code of an error response, ``pid`` the
+process that answered (one of ``--workers``). This is pure ASGI middleware, outermost, so it sees
+every refusal (401, 429, 503, 504) as it went out and never buffers a streamed answer: the duration
+runs to the stream's end.
 """
 
 from __future__ import annotations

@@ -150,6 +150,20 @@ class DeadlineExceededError(RagError):
     code = "deadline_exceeded"
 
 
+ECHO_LIMIT = 64  # characters of a client's value an error message quotes
+
+
+def clipped(value: str, limit: int = ECHO_LIMIT) -> str:
+    """A value a client sent (an id, a path, a field name) as an error message shows it: past
+    `limit` characters, cut short with an ellipsis, so a 10 KB id is not sent back whole."""
+    return value if len(value) <= limit else value[:limit] + "…"
+
+
+def echoed(value: str, limit: int = ECHO_LIMIT) -> str:
+    """`clipped`, in quotes."""
+    return repr(clipped(value, limit))
+
+
 def describe_validation(
     errors: Iterable[Mapping[str, Any]], whole: str = "body", unknown: str = "unknown field"
 ) -> str:
@@ -157,7 +171,8 @@ def describe_validation(
     an error on the value itself; a name the model does not know is called `unknown`."""
     parts = []
     for err in errors:
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or whole
+        # A step may be a name the client made up (an unknown field), of any length.
+        where = ".".join(clipped(str(p)) for p in err.get("loc", ()) if p != "body") or whole
         message = unknown if err.get("type") == "extra_forbidden" else str(err.get("msg", "invalid"))
         parts.append(f"{where}: {message}")
     return "; ".join(parts)

@@ -68,7 +68,7 @@ def open_index(settings: Settings, embedder: Embedder, progress: Progress | None
     corpus = load_corpus(settings.data_dir, corpus_files(settings.data_dir))
     try:
         check_compatible(read_manifest(settings.index_dir), config, corpus.fingerprint)
-        return OpenedIndex(load(settings.index_dir), False, None, corpus)
+        return OpenedIndex(load(settings.index_dir, settings.map_above), False, None, corpus)
     except IndexNotBuiltError as exc:
         reason = str(exc)
     except IndexIncompatibleError as exc:

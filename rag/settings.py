@@ -57,6 +57,13 @@ class Settings(BaseSettings):
         description="Seconds between checks by `rag serve` for a newly built index (`index/current` "
         "moved), which it then loads and swaps in without a restart; 0 turns live reload off.",
     )
+    map_above_mb: float = Field(
+        256.0,
+        ge=0,
+        description="Indexes whose vector, IVF and BM25 files total more than this many MB are "
+        "memory-mapped, shared by worker processes through the page cache; smaller ones are read "
+        "into each process's memory, where a file changed on disk cannot harm the server. 0 maps all.",
+    )
     max_query_chars: int = Field(4000, ge=10, description="Longest query accepted; longer ones get a 422.")
     host: str = Field("127.0.0.1", description="Address `rag serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `rag serve` listens on.")
@@ -118,6 +125,11 @@ class Settings(BaseSettings):
     )
     api_keys_file: Path | None = Field(
         None, description="File of API keys, one per line (blank lines and `#` comments ignored)."
+    )
+    key_id_secret: SecretStr | None = Field(
+        None,
+        description="Secret the server names API keys with in its logs (an HMAC of the key, never the "
+        "key); unset: a random one at each start, shared by `rag serve --workers`' processes.",
     )
     api_key: SecretStr | None = Field(
         None, description="Key the `rag` CLI sends (`--url` mode) to a server that requires one."
@@ -185,6 +197,11 @@ class Settings(BaseSettings):
             single = network.num_addresses == 1
             networks.append(str(network.network_address) if single else str(network))
         return ",".join(networks) or None
+
+    @property
+    def map_above(self) -> int:
+        """RAG_MAP_ABOVE_MB in bytes."""
+        return int(self.map_above_mb * 2**20)
 
     @property
     def allowed_openai_models(self) -> list[str]:

@@ -149,12 +149,11 @@ class _NoEncoder:
         raise RuntimeError("the scale benchmark passes every query vector; nothing is encoded")
 
 
-def search_stage(size: int, work: Path, seed: int, n_queries: int) -> dict[str, Any]:
+def search_stage(index_dir: Path, seed: int, n_queries: int, map_above: int | None = None) -> dict[str, Any]:
     from rag.ingest import index as index_module
     from rag.ingest import vectors
     from rag.search.retrieval import Filters, Retriever
 
-    index_dir = work / f"index-{size}"
     root = (index_dir / "current").resolve()
     base_mb = status_mb("VmRSS")
     t0 = time.perf_counter()
@@ -164,7 +163,8 @@ def search_stage(size: int, work: Path, seed: int, n_queries: int) -> dict[str, 
             raise SystemExit(f"{name} does not match its checksum")
     hash_s = time.perf_counter() - t0
     t_load = time.perf_counter()
-    index = index_module.load(index_dir)  # checks every sha256 again, as a server does
+    # Checks every sha256 again, as a server does; maps or reads into memory as a server would.
+    index = index_module.load(index_dir, index_module.MAP_ABOVE if map_above is None else map_above)
     load_s = time.perf_counter() - t_load
     t1 = time.perf_counter()
     retriever = Retriever(index, embedder=_NoEncoder())  # type: ignore[arg-type]
@@ -209,6 +209,8 @@ def search_stage(size: int, work: Path, seed: int, n_queries: int) -> dict[str, 
         found = np.array([search.search(q, 10) for q in qvecs])
         recall[name] = round(vectors.recall_at(found, vectors.exact_top(search.matrix, qvecs, 10)), 4)
     return {
+        "mapped": index.mapped,
+        "mappable_mb": round(index.disk.total_bytes() / 2**20, 1) if index.disk else None,
         "hash_s": round(hash_s, 2),
         "load_s": round(load_s, 2),
         "retriever_init_s": round(retriever_s, 1),
@@ -287,9 +289,9 @@ def vector_search_stage(size: int, work: Path, seed: int, n_queries: int) -> dic
     }
 
 
-def run_stage(stage: str, size: int, work: Path, seed: int, queries: int) -> dict[str, Any]:
+def run_stage(stage: str, size: int, work: Path, seed: int, queries: int, *extra: str) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--stage", stage, "--sizes", str(size), "--workdir", str(work)]
-    cmd += ["--seed", str(seed), "--queries", str(queries)]
+    cmd += ["--seed", str(seed), "--queries", str(queries), *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -322,6 +324,40 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def compare_load(args: argparse.Namespace) -> None:
+    """Each index loaded in a fresh process memory-mapped (RAG_MAP_ABOVE_MB=0) and read into memory,
+    alternating (mapped, memory, mapped, memory) so a change in the machine's load hits both."""
+    targets: list[tuple[str, list[str]]] = []
+    if args.index_dir is not None:
+        targets.append((str(args.index_dir), ["--index-dir", str(args.index_dir.resolve())]))
+    else:
+        for size in args.sizes:
+            if not (args.workdir / f"index-{size}" / "current").exists():
+                run_stage("build", size, args.workdir, args.seed, args.queries)
+            targets.append((str(size), []))
+    for name, extra in targets:
+        size = int(name) if name.isdigit() else 0
+        for run in range(2):
+            for mode, above in (("mapped", 0), ("memory", 2**62)):
+                row = run_stage(
+                    "search", size, args.workdir, args.seed, args.queries, *extra, "--map-above", str(above)
+                )
+                keep = (
+                    "mappable_mb",
+                    "hash_s",
+                    "load_s",
+                    "rss_mb",
+                    "rss_anon_mb",
+                    "rss_file_mb",
+                    "p50_ms",
+                    "p95_ms",
+                )
+                print(
+                    json.dumps({"index": name, "mode": mode, "run": run + 1, **{k: row[k] for k in keep}}),
+                    flush=True,
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -333,14 +369,27 @@ def main() -> None:
     parser.add_argument(
         "--vectors-only", action="store_true", help="only the vector side (no text), e.g. for 1M"
     )
+    parser.add_argument(
+        "--compare-load",
+        action="store_true",
+        help="load each size (built if missing) memory-mapped and read into memory, alternately, twice each",
+    )
+    parser.add_argument(
+        "--index-dir", type=Path, help="with --compare-load: an existing index (e.g. the bundled one's)"
+    )
     parser.add_argument("--stage", choices=["build", "search", "vbuild", "vsearch"], help=argparse.SUPPRESS)
+    parser.add_argument("--map-above", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.stage == "build":
         print(json.dumps(build_stage(args.sizes[0], args.workdir, args.seed)))
         return
     if args.stage == "search":
-        print(json.dumps(search_stage(args.sizes[0], args.workdir, args.seed, args.queries)))
+        index_dir = args.index_dir or args.workdir / f"index-{args.sizes[0]}"
+        print(json.dumps(search_stage(index_dir, args.seed, args.queries, args.map_above)))
+        return
+    if args.compare_load:
+        compare_load(args)
         return
     if args.stage == "vbuild":
         print(json.dumps(vector_build_stage(args.sizes[0], args.workdir, args.seed)))

@@ -38,6 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS_FILE = ROOT / "tests" / "data" / "dev.jsonl"
 # What a client does next, by weight: mostly searches and lookups, answers the heaviest part.
 MIX = {"search": 4, "ask": 2, "cite": 2, "passage": 2}
+# Statuses that answer an operation as intended; any other counts as an error. Operations beyond
+# MIX are for scripts/soak.py, which exercises every kind of request, refusals included.
+EXPECTED = {"missing": "404", "bad": "422"}
 PROBE_INTERVAL = 0.1  # seconds between /healthz probes
 
 
@@ -118,15 +121,16 @@ def probe(url: str, seconds: float, out: Any) -> None:
 class Load:
     """The clients' shared inputs and what they measured."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, mix: dict[str, int] = MIX) -> None:
         rows = [json.loads(line) for line in QUESTIONS_FILE.read_text(encoding="utf-8").splitlines() if line]
         self.questions = [r["question"] for r in rows]
         self.quotes = [e for r in rows for e in r.get("evidence", [])]
         self.passages: list[str] = []
         self.random = random.Random(seed)
         self.counter = 0
-        self.latencies: dict[str, list[float]] = {op: [] for op in MIX}
-        self.statuses: dict[str, Counter[str]] = {op: Counter() for op in MIX}
+        self.mix = mix
+        self.latencies: dict[str, list[float]] = {op: [] for op in mix}
+        self.statuses: dict[str, Counter[str]] = {op: Counter() for op in mix}
 
     def question(self) -> str:
         """A question made unique per call: the server caches recent query vectors, and repeating
@@ -141,11 +145,36 @@ class Load:
             return "POST", "/v1/ask", {"question": self.question(), "k": 5}
         if op == "cite":
             return "POST", "/v1/cite", {"text": self.random.choice(self.quotes), "k": 3}
-        return "GET", f"/v1/passages/{self.random.choice(self.passages)}", None
+        if op == "passage":
+            return "GET", f"/v1/passages/{self.random.choice(self.passages)}", None
+        if op == "ask_stream":
+            return "POST", "/v1/ask", {"question": self.question(), "k": 5, "stream": True}
+        if op == "chat":
+            messages = [{"role": "user", "content": self.question()}]
+            return "POST", "/v1/chat/completions", {"model": "archive", "messages": messages}
+        if op == "batch":
+            return "POST", "/v1/search/batch", {"queries": [{"query": self.question()} for _ in range(5)]}
+        if op == "documents":
+            return "GET", "/v1/documents", None
+        if op == "missing":  # a fresh unknown id each time: nothing may be kept per id
+            return "GET", f"/v1/passages/no-such-passage-{self.question()}", None
+        if op == "bad":
+            return "POST", "/v1/search", {"query": self.question(), "k": 51}
+        raise ValueError(f"unknown operation {op!r}")
+
+    def failed(self, op: str, status: str) -> bool:
+        return status != EXPECTED.get(op, "200")
+
+    def errors(self) -> Counter[str]:
+        """Answers other than the one each operation expects, by status."""
+        errors: Counter[str] = Counter()
+        for op, counts in self.statuses.items():
+            errors.update({f"{op} {status}": n for status, n in counts.items() if self.failed(op, status)})
+        return errors
 
 
 async def client_loop(http: httpx.AsyncClient, load: Load, stop: float) -> None:
-    ops, weights = list(MIX), list(MIX.values())
+    ops, weights = list(load.mix), list(load.mix.values())
     while time.monotonic() < stop:
         op = load.random.choices(ops, weights)[0]
         method, path, body = load.request(op)
@@ -190,8 +219,8 @@ def measure(url: str, pid: int | None, clients: int, seconds: float, seed: int) 
 
     total = sum(len(v) for v in load.latencies.values())
     errors: Counter[str] = Counter()
-    for counts in load.statuses.values():
-        errors.update({status: n for status, n in counts.items() if not status.startswith("2")})
+    for op, counts in load.statuses.items():
+        errors.update({status: n for status, n in counts.items() if load.failed(op, status)})
     answered = [p for p in probes if p is not None]
     return {
         "config": {"url": url, "clients": clients, "duration_s": seconds, "mix": MIX, "cpus": os.cpu_count()},
@@ -201,7 +230,7 @@ def measure(url: str, pid: int | None, clients: int, seconds: float, seed: int) 
         "operations": {
             op: {
                 "requests": len(load.latencies[op]),
-                "errors": sum(n for s, n in load.statuses[op].items() if not s.startswith("2")),
+                "errors": sum(n for s, n in load.statuses[op].items() if load.failed(op, s)),
                 **percentiles(load.latencies[op]),
             }
             for op in MIX

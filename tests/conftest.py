@@ -116,6 +116,13 @@ def logged_requests() -> Iterator[list[dict[str, Any]]]:
         logging.getLogger("rag.requests").removeHandler(handler)
 
 
+def writable(path: Path) -> Path:
+    """`path` made writable by its owner: a saved build's files are read-only (rag.ingest.index), so a
+    test that damages one must first do what a person editing it by hand would have to."""
+    path.chmod(0o644)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

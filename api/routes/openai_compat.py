@@ -27,11 +27,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.answer_pool import answer_stream, run_answer
+from api.answer_pool import answer_stream, count_from_admission, run_answer
 from api.checks import check_encodable, check_query
 from api.deps import AnswerLimiterDep, RegistryDep, RetrieverDep, SettingsDep, StateDep
 from api.errors import documented
-from api.models import AskResponse, SearchFilters
+from api.models import AskResponse, Count, SearchFilters
 from rag.answer.answering import Answer, Answerer, final_answer
 from rag.backends import Registry
 from rag.errors import InvalidRequestError
@@ -45,7 +45,7 @@ OWNER = "rag-archive"
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")  # name, tool_calls, ... are part of the protocol
 
-    role: str
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]  # the protocol's roles
     content: str | list[dict[str, Any]] | None = None
 
     def text(self) -> str:
@@ -61,7 +61,7 @@ class ChatRequest(BaseModel):
     model: str = MODEL
     messages: list[ChatMessage] = Field(..., min_length=1)
     stream: bool = Field(False, strict=True)
-    k: int = Field(5, ge=1, le=20, strict=True, description="Passages the answer may draw on (an extra).")
+    k: Count = Field(5, ge=1, le=20, strict=True, description="Passages the answer may draw on (an extra).")
     filters: SearchFilters | None = None
 
 
@@ -135,6 +135,7 @@ async def chat_completions(
         backend_for(body.model, settings, registry), settings, retriever, None, registry
     )
     state.answers.add(answerer)  # so a shutdown can cut its LLM call in time
+    count_from_admission(request, answerer, settings.llm_timeout)
     filters = body.filters.to_filters() if body.filters else None
     prepare = partial(answerer.stream, question, body.k, filters, users[:-1])
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())

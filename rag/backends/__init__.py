@@ -23,7 +23,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any, TypeVar
 
 from rag.backends.base import LLMBackend
-from rag.errors import UnknownBackendError
+from rag.errors import UnknownBackendError, echoed
 from rag.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -132,6 +132,11 @@ class Registry:
         extra = {cls.name for cls in self._registered_in_code().values()}
         return sorted(set(self._classes) | extra)
 
+    def choices(self) -> list[str]:
+        """Every name and alias a request may pick a backend by, as known now."""
+        self.ensure_loaded()
+        return sorted({*self.names(), *self._aliases, *self._registered_in_code()})
+
     def get(self, name: str) -> type[LLMBackend]:
         self.ensure_loaded()
         key = name.strip().lower()
@@ -141,7 +146,7 @@ class Registry:
         if key not in self._classes:
             known = ", ".join(self.names()) or "none"
             hint = f" ({self.failed[key]})" if key in self.failed else ""
-            raise UnknownBackendError(f"unknown backend {name!r}{hint}; known backends: {known}")
+            raise UnknownBackendError(f"unknown backend {echoed(name)}{hint}; known backends: {known}")
         return self._classes[key]
 
 

@@ -11,6 +11,7 @@ Not here: the registry (rag/backends/__init__.py) and the prompt text (rag/answe
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -39,6 +40,16 @@ class LLMBackend(ABC):
     def __init__(self, settings: Settings, options: Options | None = None) -> None:
         self.settings = settings
         self.options = options if options is not None else self.Options()
+        # When the call must be over, on `time.monotonic()`'s clock; None: RAG_LLM_TIMEOUT after
+        # `generate` starts. A server sets it from when it admitted the request, so time spent
+        # waiting for a thread counts against the same deadline instead of adding to it.
+        self.deadline: float | None = None
+
+    def call_deadline(self) -> float:
+        """The `time.monotonic()` by which this call must end (see `deadline`)."""
+        if self.deadline is not None:
+            return self.deadline
+        return time.monotonic() + self.settings.llm_timeout
 
     @classmethod
     def parse_options(cls, options: Mapping[str, Any] | None) -> BaseModel:

@@ -137,11 +137,14 @@ class LocalBackend(LLMBackend):
     def generate(self, prompt: Prompt, passages: Sequence[Source]) -> Iterator[str]:
         from transformers import TextIteratorStreamer
 
+        deadline = self.call_deadline()
         tokenizer, model = load_model(self._path())
-        deadline = time.monotonic() + self.settings.llm_timeout
         inputs = self.encode(prompt)
         streamer: Any = TextIteratorStreamer(
-            tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=self.settings.llm_timeout
+            tokenizer,
+            skip_prompt=True,
+            skip_special_tokens=True,
+            timeout=max(0.001, deadline - time.monotonic()),
         )
         stop, cancelled = threading.Event(), self._cancelled
         failure: list[BaseException] = []

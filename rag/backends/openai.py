@@ -8,7 +8,8 @@ servers need none.
 Answers stream (``"stream": true``, server-sent ``data:`` lines ending with ``[DONE]``). One
 deadline of ``RAG_LLM_TIMEOUT`` seconds covers the whole call - connect, every read, the whole
 stream, retries included - enforced by a timer that cuts the socket, so an upstream trickling bytes
-cannot hold a call past it; `cancel` cuts it the same way when the client goes. A request may pick
+cannot hold a call past it; `cancel` cuts it the same way when the client goes. (A server counts
+the deadline from the request's admission: `LLMBackend.deadline`.) A request may pick
 `options.model` only from the operator's list (``RAG_OPENAI_MODELS``) and `max_tokens` only up to
 ``RAG_MAX_TOKENS``: the operator's key pays for both. 429 and 5xx answers are retried up to
 ``RAG_LLM_RETRIES`` times with exponential backoff (honouring a short ``Retry-After``). Every
@@ -34,7 +35,7 @@ from pydantic import Field
 
 from rag.answer.prompting import Prompt, Source
 from rag.backends.base import LLMBackend
-from rag.errors import BackendError, InvalidRequestError
+from rag.errors import BackendError, InvalidRequestError, echoed
 from rag.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ class OpenAIBackend(LLMBackend):
         allowed = self.settings.allowed_openai_models
         if self.options.model is not None and self.options.model not in allowed:
             raise InvalidRequestError(
-                f"options.model: {self.options.model!r} is not offered; choose one of "
+                f"options.model: {echoed(self.options.model)} is not offered; choose one of "
                 f"{', '.join(allowed)} (the operator lists them in RAG_OPENAI_MODELS)"
             )
 
@@ -185,13 +186,12 @@ class OpenAIBackend(LLMBackend):
             "max_tokens": self.options.max_tokens,
             "stream": self.options.stream,
         }
-        timeout = self.settings.llm_timeout
-        deadline = time.monotonic() + timeout
+        deadline = self.call_deadline()
         cutter = self._cutter = Cutter()
         if self._cancelled.is_set():
             cutter.cut("cancelled")
             raise BackendError("cancelled before it finished")
-        timer = threading.Timer(timeout, cutter.cut, ("deadline",))
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), cutter.cut, ("deadline",))
         timer.daemon = True
         timer.start()
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -209,7 +211,9 @@ def serve(
         err.print(f"[yellow]built the index:[/yellow] {built}")
     # The index is ready now, so no worker may build one of its own (N builds racing for
     # index/current). Each worker runs what one process runs above: api/workers.py.
-    code = serve_workers(s.model_copy(update={"on_stale": "refuse"}), workers)
+    # Every worker must name a key alike (logs, rate limits): one key-id secret for all of them.
+    secret = s.key_id_secret or SecretStr(secrets.token_hex(32))
+    code = serve_workers(s.model_copy(update={"on_stale": "refuse", "key_id_secret": secret}), workers)
     if code:
         raise typer.Exit(code)
 

@@ -6,8 +6,9 @@ the costly part (1.6 s of a 2.9 s load at 10k passages when the retriever did it
 done once, at ingest, not in every process that loads the index.
 
 On disk, ``bm25/`` holds bm25s's own files: the score matrix as CSC arrays (``data``, ``indices``,
-``indptr``, ``.npy``, memory-mapped at load so worker processes share one copy through the page
-cache), the vocabulary (JSON) and the parameters. An index of no chunks has no ``bm25/``.
+``indptr``, ``.npy``, memory-mapped at load for a large index so worker processes share one copy
+through the page cache, read into memory for a small one), the vocabulary (JSON) and the
+parameters. An index of no chunks has no ``bm25/``.
 
 Not here: fusing BM25 with the dense signals (`rag.search.retrieval`).
 """
@@ -76,12 +77,12 @@ class BM25Index:
         return [f"{DIRECTORY}/{name}" for name in _FILES]
 
     @classmethod
-    def load(cls, directory: Path, n_docs: int) -> BM25Index:
-        """Memory-map the index saved under `directory` for `n_docs` chunks. Raises ValueError when
-        it does not hold that many."""
+    def load(cls, directory: Path, n_docs: int, mapped: bool = True) -> BM25Index:
+        """Memory-map the index saved under `directory` for `n_docs` chunks (or read it into memory,
+        when not `mapped`). Raises ValueError when it does not hold that many."""
         if n_docs == 0:
             return cls(None, 0)
-        model = bm25s.BM25.load(directory / DIRECTORY, mmap=True, load_corpus=False, show_progress=False)
+        model = bm25s.BM25.load(directory / DIRECTORY, mmap=mapped, load_corpus=False, show_progress=False)
         if model.scores["num_docs"] != n_docs:
             raise ValueError(f"{DIRECTORY}/ indexes {model.scores['num_docs']} chunks, the store {n_docs}")
         return cls(model, n_docs)

@@ -15,9 +15,13 @@ On disk (``index_dir``)::
         sentences.ivf    as chunks.ivf, for the sentences
         bm25/            BM25 over the chunks: score matrix (.npy), vocabulary, parameters
 
-The vector files are memory-mapped at load (see `rag.ingest.vectors`, which also chooses between
-exact and IVF search and records the choice in the manifest's ``vector_index``), and so is the
-BM25 score matrix (`rag.ingest.bm25`), built here rather than by every process that loads.
+The vector files (`rag.ingest.vectors`, which also chooses between exact and IVF search and
+records the choice in the manifest's ``vector_index``) and the BM25 score matrix (`rag.ingest.bm25`,
+built here rather than by every process that loads) of a large index are memory-mapped at load, so
+worker processes share one copy through the page cache; those of an index up to `MAP_ABOVE` bytes
+are read into memory. A mapped file cut short on disk kills the process that reads past its new
+end (SIGBUS), which a copy in memory cannot suffer. So a finished build's files are read-only, and
+`DiskWatch` lets a server notice a file changed in place anyway (api/loader.py).
 
 A crash mid-build leaves at worst an orphan ``build-*`` folder; ``current`` only ever points at a
 complete build, and the loader verifies checksums, so a half-written or tampered index never loads.
@@ -32,7 +36,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -41,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.errors import IndexIncompatibleError, IndexNotBuiltError, IndexWriteError, NotFoundError
+from rag.errors import IndexIncompatibleError, IndexNotBuiltError, IndexWriteError, NotFoundError, echoed
 from rag.ingest import vectors
 from rag.ingest.bm25 import BM25Index
 from rag.ingest.chunking import ENCODING, PARENT_WORDS, Chunk, chunk_corpus
@@ -60,6 +64,10 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 6
 _FILES = ("documents.json", "chunks.jsonl", "sentences.json")
 _SELF_DIGEST = "manifest_sha256"
+_MAPPABLE = (".npy", ".ivf")  # vectors, IVF lists, BM25 arrays: what a large index maps
+# Vector, IVF and BM25 files totalling more than this are memory-mapped at load; less is read into
+# memory. Chosen by measurement (README, The index on disk).
+MAP_ABOVE = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,8 @@ class Index:
     chunk_search: VectorIndex = field(repr=False)  # top-k over the chunk vectors
     sentence_search: VectorIndex = field(repr=False)  # top-k over the sentence vectors
     bm25: BM25Index = field(repr=False)  # BM25 scores over the chunks
+    mapped: bool = False  # vector, IVF and BM25 files memory-mapped (else in memory)
+    disk: DiskWatch | None = field(default=None, repr=False)  # the files it was loaded from
     by_id: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -102,14 +112,16 @@ class Index:
         try:
             return self.chunks[self.by_id[chunk_id]]
         except KeyError:
-            raise NotFoundError(f"no passage with id {chunk_id!r} in the index") from None
+            raise NotFoundError(f"no passage with id {echoed(chunk_id)} in the index") from None
 
     def document(self, document_id: str) -> Document:
         try:
             return self.documents[document_id]
         except KeyError:
             known = ", ".join(sorted(self.documents)[:10])
-            raise NotFoundError(f"no document with id {document_id!r}; known ids include: {known}") from None
+            raise NotFoundError(
+                f"no document with id {echoed(document_id)}; known ids include: {known}"
+            ) from None
 
 
 # ---------------------------------------------------------------- building
@@ -322,6 +334,7 @@ def save(index: Index, index_dir: Path) -> Path:
         manifest[_SELF_DIGEST] = _manifest_digest(manifest)
         # The manifest goes last: a build without one is never loaded.
         (build_dir / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        _read_only(build_dir)
         index.manifest = manifest
         _swap_current(index_dir, build_dir)
     except OSError as exc:
@@ -336,6 +349,20 @@ def save(index: Index, index_dir: Path) -> Path:
     # The build `current` pointed at stays until the next build: a server may be loading it right now.
     _remove_old_builds(index_dir, keep={build_dir.name, previous} - {None})
     return build_dir
+
+
+def _read_only(build_dir: Path) -> None:
+    """Make a finished build's files read-only (0444): a published build never changes, and a tool
+    that would write into a file a server has mapped (`cp` or `rsync --inplace` over it, `truncate`)
+    then fails with "Permission denied" instead of cutting the file under the server. Root, or an
+    owner who first makes a file writable again, is not stopped: see `DiskWatch`. The folder stays
+    writable, so old builds can still be removed."""
+    for path in build_dir.rglob("*"):
+        if path.is_file():
+            try:
+                path.chmod(0o444)
+            except OSError as exc:  # a filesystem without modes: the build is still whole
+                logger.warning("could not make %s read-only: %s", path, exc)
 
 
 def current_build(index_dir: Path) -> str | None:
@@ -410,12 +437,18 @@ def check_compatible(manifest: dict[str, Any], config: IndexConfig, fingerprint:
         )
 
 
-def load(index_dir: Path) -> Index:
-    """Load the index `current` points at, verifying every file against the manifest."""
+def load(index_dir: Path, map_above: int = MAP_ABOVE) -> Index:
+    """Load the index `current` points at, verifying every file against the manifest. Its vector,
+    IVF and BM25 files are memory-mapped when they total over `map_above` bytes, else read into
+    memory (see the module docstring)."""
     # Resolved once: `current` may be swapped to a newer build while this one loads.
     root = (index_dir / "current").resolve()
     manifest = read_manifest(index_dir, root)
     with _corrupt_as_incompatible(index_dir):
+        # Seen before the checksums are read: a change from here on is either caught by them or
+        # reported by `DiskWatch.changed` later.
+        watch = DiskWatch(root, [name for name in manifest["files"] if name.endswith(_MAPPABLE)])
+        mapped = watch.total_bytes() > map_above
         for name, digest in manifest["files"].items():
             if _sha256(root / name) != digest:
                 raise IndexIncompatibleError(
@@ -429,11 +462,11 @@ def load(index_dir: Path) -> Index:
         chunks = [Chunk(**row) for row in rows]
         sentences = [Sentence(**s) for s in json.loads((root / "sentences.json").read_text(encoding="utf-8"))]
         specs = manifest["vector_index"]
-        chunk_search = vectors.load(root, "chunks", specs["chunks"])
-        sentence_search = vectors.load(root, "sentences", specs["sentences"])
+        chunk_search = vectors.load(root, "chunks", specs["chunks"], mapped)
+        sentence_search = vectors.load(root, "sentences", specs["sentences"], mapped)
         if chunk_search.ntotal != len(chunks) or sentence_search.ntotal != len(sentences):
             raise IndexIncompatibleError("index vectors and chunk store disagree; run `rag ingest`")
-        bm25 = BM25Index.load(root, len(chunks))
+        bm25 = BM25Index.load(root, len(chunks), mapped)
         return Index(
             manifest=manifest,
             documents={d.id: d for d in documents},
@@ -443,7 +476,42 @@ def load(index_dir: Path) -> Index:
             chunk_search=chunk_search,
             sentence_search=sentence_search,
             bm25=bm25,
+            mapped=mapped,
+            disk=watch,
         )
+
+
+class DiskWatch:
+    """The files an index was loaded from, as `stat` saw them then. `changed()` names those since
+    changed in place (the same inode with another size or modification time: a `truncate`, a `cp`
+    or `rsync --inplace` over it) and takes their new state as seen, so each change is reported
+    once. A file replaced by a rename, or removed, is no change here: what the server holds (its
+    mapping or its copy in memory) still reads the old inode, which the filesystem keeps."""
+
+    def __init__(self, root: Path, names: Iterable[str]) -> None:
+        self.root = root
+        self._seen = {name: _stat(root / name) for name in names}
+
+    def total_bytes(self) -> int:
+        return sum(seen[2] for seen in self._seen.values() if seen is not None)
+
+    def changed(self) -> list[str]:
+        found = []
+        for name, seen in self._seen.items():
+            now = _stat(self.root / name)
+            if seen is not None and now is not None and now[:2] == seen[:2] and now != seen:
+                found.append(name)
+                self._seen[name] = now
+        return found
+
+
+def _stat(path: Path) -> tuple[int, int, int, int] | None:
+    """(device, inode, size, modification time in ns), or None when the file cannot be read."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 @contextmanager

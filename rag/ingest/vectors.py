@@ -6,10 +6,11 @@ the lists) answers, with its probe count chosen at build time by measurement: th
 `nprobe` whose recall@10 against exact search reaches `TARGET_RECALL` on queries drawn near the
 stored vectors. The choice and its measured recall go into the manifest (`spec`).
 
-On disk a set is ``<stem>.npy`` (the matrix) and, for IVF, ``<stem>.ivf``. Both are memory-mapped
-at load (``np.load(mmap_mode="r")``, ``faiss.IO_FLAG_MMAP``), so worker processes serving the same
-index share one copy through the page cache, and nothing is copied to answer or re-score: the
-retriever reads rows of `matrix` directly.
+On disk a set is ``<stem>.npy`` (the matrix) and, for IVF, ``<stem>.ivf``. A large index maps
+both at load (``np.load(mmap_mode="r")``, ``faiss.IO_FLAG_MMAP``), so worker processes serving the
+same index share one copy through the page cache, and nothing is copied to answer or re-score: the
+retriever reads rows of `matrix` directly. A small one is read into memory instead, where a file
+changed on disk cannot reach it (`rag.ingest.index` chooses).
 
 Why IVF and not HNSW: on this 2-core machine HNSW (M=32) added 20,000 vectors in 17 s, so a million
 would take the better part of an hour per set; IVF trains on a sample and adds a million in about
@@ -209,12 +210,14 @@ def save(vectors: VectorIndex, directory: Path, stem: str) -> list[str]:
     return files(stem, vectors.spec)
 
 
-def load(directory: Path, stem: str, spec: dict[str, Any]) -> VectorIndex:
-    """Memory-map a saved set. Raises ValueError when the files do not hold what `spec` says."""
+def load(directory: Path, stem: str, spec: dict[str, Any], mapped: bool = True) -> VectorIndex:
+    """Memory-map a saved set, or read it into memory when not `mapped` (see `rag.ingest.index`
+    for which). Raises ValueError when the files do not hold what `spec` says."""
     # A plain ndarray view of the mapping: still file-backed and shared, but indexing it skips
     # np.memmap's Python-level __getitem__ and __array_finalize__, which re-scoring a candidate
     # pool paid on every query (5% of a search's server time under load, by py-spy).
-    matrix = np.load(directory / f"{stem}.npy", mmap_mode="r", allow_pickle=False).view(np.ndarray)
+    path = directory / f"{stem}.npy"
+    matrix = np.load(path, mmap_mode="r" if mapped else None, allow_pickle=False).view(np.ndarray)
     if matrix.dtype != np.float32 or matrix.ndim != 2:
         raise ValueError(f"{stem}.npy holds {matrix.dtype} {matrix.shape}, not a float32 matrix")
     if spec.get("type") == "exact":
@@ -223,7 +226,8 @@ def load(directory: Path, stem: str, spec: dict[str, Any]) -> VectorIndex:
         raise ValueError(f"unknown vector index type {spec.get('type')!r} for {stem}")
     import faiss
 
-    ivf = faiss.read_index(str(directory / f"{stem}.ivf"), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mapped else 0
+    ivf = faiss.read_index(str(directory / f"{stem}.ivf"), flags)
     if ivf.ntotal != len(matrix):
         raise ValueError(f"{stem}.ivf holds {ivf.ntotal} vectors but {stem}.npy {len(matrix)}")
     return VectorIndex(matrix, spec, ivf)

@@ -14,6 +14,13 @@ given a `narrow` encode (one torch thread), passes started while another runs or
 narrow, and up to `lanes` of them run at once, one per core; a wide pass always runs alone. Which
 passes run wide or narrow changes no vector beyond float rounding (the same products, blocked
 differently).
+Threads. Every pass runs on one of `lanes` threads of the batcher's own, never on the caller's.
+Under load any request thread could otherwise lead a pass, and each that did kept memory sized for
+a forward pass: glibc's allocator holds freed memory in the arena of the thread that freed it, and
+MKL keeps packing buffers per thread, so a server's resident memory grew with every thread of its
+pools that had ever encoded (a soak's curve kept climbing for 30 minutes). With the passes on
+`lanes` threads, that memory is bounded by the lanes, whatever the number of request threads.
+
 Not here: caching vectors of repeated queries (the retriever's LRU cache sits in front of this).
 """
 
@@ -22,6 +29,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -64,6 +72,8 @@ class QueryBatcher:
         self.passes = 0  # forward passes run, narrow ones, and queries served (tests, figures)
         self.narrow_passes = 0
         self.served = 0
+        # Where passes run: at most `lanes` at once (a wide one or a batch runs alone), made on use.
+        self._threads = ThreadPoolExecutor(self.lanes, thread_name_prefix="query-encode")
 
     @property
     def queued(self) -> int:
@@ -100,7 +110,7 @@ class QueryBatcher:
             self._exclusive -= 1
             self._running, self._wide = 1, True
         try:
-            return self._encode(list(texts))
+            return self._threads.submit(self._encode, list(texts)).result()
         finally:
             with self._lock:
                 self._running, self._wide = 0, False
@@ -139,7 +149,7 @@ class QueryBatcher:
             self._queue = [r for r in self._queue if id(r) not in taken]
         encode = self._encode if wide or self._narrow is None else self._narrow
         try:
-            vectors = encode([r.text for r in batch])
+            vectors = self._threads.submit(encode, [r.text for r in batch]).result()
         except BaseException as exc:  # every caller of the failed pass gets its error
             for r in batch:
                 r.error = exc

@@ -1,5 +1,6 @@
 """api/answer_pool.py over a real uvicorn server: answers cannot starve probes, searches and
-lookups, and a client that goes away cancels its upstream LLM call.
+lookups, a client that goes away cancels its upstream LLM call, and an ask's LLM deadline runs
+from its admission.
 
 The LLM is a stand-in on loopback (tests/standin.py) that accepts connections and never answers.
 Asks are sent from raw sockets so a test can hang up on them the way a client does.
@@ -9,13 +10,19 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar
 
 import httpx
 import pytest
 
 from api.main import create_app
+from rag.answer.prompting import Prompt, Source
+from rag.backends import register, unregister
+from rag.backends.base import LLMBackend
 from rag.search.retrieval import Retriever
 from rag.settings import Settings
 from tests.conftest import LiveServer
@@ -104,3 +111,52 @@ def test_client_disconnect_cancels_the_upstream_llm_call(
     closed = hanging.closed
     sock.close()
     assert wait_for(lambda: hanging.closed == closed + 1, 5), "the upstream call outlived its client"
+
+
+class HeldBackend(LLMBackend):
+    """Holds its answer thread (`holding` set) until `release` is set, then answers."""
+
+    name = "held"
+    holding: ClassVar[threading.Event] = threading.Event()
+    release: ClassVar[threading.Event] = threading.Event()
+
+    def generate(self, prompt: Prompt, passages: Sequence[Source]) -> Iterator[str]:
+        self.holding.set()
+        self.release.wait(120)
+        yield "Held until released [1]."
+
+
+def test_an_ask_waiting_for_a_thread_has_its_llm_deadline_counted_from_admission(
+    hanging: StandIn, settings: Settings, retriever: Retriever
+) -> None:
+    """One answer thread, two slots: the second ask is admitted at once, then waits for the thread
+    while the first holds it for longer than RAG_LLM_TIMEOUT. Its deadline has passed when it gets
+    the thread, so it falls back at once, without calling the LLM: never 2 x RAG_LLM_TIMEOUT."""
+    timeout = 2.0
+    update = {"openai_base_url": hanging.url, "llm_timeout": timeout, "llm_retries": 0, "ask_workers": 1}
+    served = settings.model_copy(update={**update, "rate_limit": 0.0, "max_concurrent_asks": 2})
+    HeldBackend.holding.clear()
+    HeldBackend.release.clear()
+    register(HeldBackend)
+    try:
+        with LiveServer(create_app(served, retriever=retriever)) as live, ThreadPoolExecutor(2) as pool:
+            first = pool.submit(
+                httpx.post, f"{live.url}/v1/ask", json={**ASK, "backend": "held"}, timeout=120
+            )
+            assert HeldBackend.holding.wait(60), "the first ask never got the answer thread"
+            second = pool.submit(httpx.post, f"{live.url}/v1/ask", json=ASK, timeout=120)
+
+            def both_admitted() -> bool:
+                metrics = httpx.get(f"{live.url}/metrics").text
+                return "rag_expensive_in_flight 2.0" in metrics
+
+            assert wait_for(both_admitted, 30)
+            time.sleep(timeout + 0.5)  # the second ask's deadline passes while it waits
+            HeldBackend.release.set()
+            held, waited = first.result(), second.result()
+    finally:
+        unregister(HeldBackend.name)
+    assert held.status_code == 200 and held.json()["backend"] == "held"
+    assert waited.status_code == 200 and waited.json()["backend"] == "extractive"
+    assert any(f"timed out after {timeout:g}s" in w for w in waited.json()["warnings"]), waited.json()
+    assert hanging.opened == 0, "no LLM call was started once its deadline had passed"

@@ -56,7 +56,7 @@ def test_text_without_letters_or_digits_is_refused(
     [
         ("/v1/search", {"query": "pay", "k": "5"}, "k"),
         ("/v1/search", {"query": "pay", "k": True}, "k"),
-        ("/v1/search", {"query": "pay", "k": 5.0}, "k"),
+        ("/v1/search", {"query": "pay", "k": 5.5}, "k"),
         ("/v1/cite", {"text": "pay", "k": "3"}, "k"),
         ("/v1/ask", {"question": "pay?", "stream": "yes"}, "stream"),
         ("/v1/ask", {"question": "pay?", "stream": 1}, "stream"),
@@ -69,6 +69,52 @@ def test_wrong_types_are_refused_not_coerced(
     r = client.post(path, json=body)
     assert r.status_code == 422
     assert r.json()["error"]["message"].startswith(needle)
+
+
+def test_a_whole_number_written_with_a_decimal_point_is_that_integer(client: httpx.Client) -> None:
+    """JSON has one kind of number and JSON Schema's `integer` includes 4.0, so the server takes it
+    as the schema says it may be sent: k 4.0 is k 4 (a string or a fraction is still refused)."""
+    r = client.post("/v1/search", content=b'{"query": "pay progression", "k": 4.0}', headers=JSON)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["results"]) == 4
+
+
+def test_a_long_unknown_id_or_path_is_echoed_cut_short(client: httpx.Client) -> None:
+    long_id = "x" * 10_000
+    for path, kind in [(f"/v1/passages/{long_id}", "passage"), (f"/v1/documents/{long_id}", "document")]:
+        r = client.get(path)
+        assert r.status_code == 404
+        message = r.json()["error"]["message"]
+        assert f"no {kind} with id '{'x' * 64}…'" in message and len(message) < 1000, message
+    r = client.get(f"/v1/{long_id}")
+    assert (
+        r.status_code == 404
+        and r.json()["error"]["message"] == f"no such endpoint: GET /v1/{'x' * 60}… (see /docs)"
+    )
+    r = client.post("/v1/search", json={"query": "pay", long_id: 1})
+    assert r.status_code == 422 and r.json()["error"]["message"] == f"{'x' * 64}…: unknown field"
+    r = client.post("/v1/ask", json={"question": "pay?", "backend": long_id})
+    assert r.status_code == 400 and len(r.json()["error"]["message"]) < 1000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "\ufeff" + '{"query": "pay"}',  # UTF-16 with its byte-order mark, as Windows tools write it
+        '{"query": "pay"}',
+    ],
+    ids=["utf-16-with-bom", "utf-16-without-bom"],
+)
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le"])
+def test_a_body_in_utf_16_or_32_is_refused_with_400(client: httpx.Client, body: str, encoding: str) -> None:
+    r = client.post("/v1/search", content=body.encode(encoding), headers=JSON)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "bad_request" and "UTF-8" in r.json()["error"]["message"]
+
+
+def test_a_utf_8_body_with_a_byte_order_mark_is_still_utf_8(client: httpx.Client) -> None:
+    r = client.post("/v1/search", content='\ufeff{"query": "pay"}'.encode(), headers=JSON)
+    assert r.status_code == 200, r.text
 
 
 def test_a_request_cannot_choose_the_local_model_file(client: httpx.Client) -> None:

@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from api.main import create_app
 from rag.ingest.index import Index
 from rag.settings import Settings
-from tests.conftest import StartedServer
+from tests.conftest import StartedServer, writable
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 JSON = {"content-type": "application/json"}
@@ -106,6 +106,13 @@ ROWS = [
         "invalid_request",
         body={"query": "pay", "k": "5"},
     ),
+    Row(
+        "`k` not a whole number",
+        '`{"query": "pay", "k": 4.5}`',
+        422,
+        "invalid_request",
+        body={"query": "pay", "k": 4.5},
+    ),
     Row("a JSON value that is not an object", '`["pay"]`', 422, "invalid_request", body=["pay"]),
     Row("malformed JSON", '`{"query": }`', 422, "invalid_request", raw=b'{"query": }'),
     Row("no body", "`POST /v1/search` with no body", 422, "invalid_request"),
@@ -115,6 +122,13 @@ ROWS = [
         400,
         "bad_request",
         raw=b'{"query": "\xff\xfe"}',
+    ),
+    Row(
+        "body in UTF-16 or UTF-32 (with a byte-order mark or without)",
+        '`{"query": "pay"}` in UTF-16, with its byte-order mark',
+        400,
+        "bad_request",
+        raw='\ufeff{"query": "pay"}'.encode("utf-16-le"),
     ),
     Row(
         "too many queries in a batch",
@@ -165,6 +179,14 @@ ROWS = [
         body={"question": "pay?", "options": {"path": "/etc/passwd"}},
     ),
     Row(
+        "empty quote to cite",
+        '`POST /v1/cite {"text": ""}`',
+        422,
+        "invalid_request",
+        path="/v1/cite",
+        body={"text": ""},
+    ),
+    Row(
         "chat without a user question",
         '`POST /v1/chat/completions {"messages": [{"role": "system", "content": "hi"}]}`',
         422,
@@ -173,12 +195,28 @@ ROWS = [
         body={"messages": [{"role": "system", "content": "hi"}]},
     ),
     Row(
+        "chat message with an unknown role",
+        '`POST /v1/chat/completions {"messages": [{"role": "", "content": "pay?"}]}`',
+        422,
+        "invalid_request",
+        path="/v1/chat/completions",
+        body={"messages": [{"role": "", "content": "pay?"}]},
+    ),
+    Row(
         "unknown passage id",
         "`GET /v1/passages/nope`",
         404,
         "not_found",
         method="GET",
         path="/v1/passages/nope",
+    ),
+    Row(
+        "unknown passage id of 10,000 characters (the message quotes its first 64)",
+        "`GET /v1/passages/xxx…` (10,000 characters)",
+        404,
+        "not_found",
+        method="GET",
+        path="/v1/passages/" + "x" * 10_000,
     ),
     Row(
         "unknown document id",
@@ -237,7 +275,7 @@ def unavailable_client(
     copy = tmp_path_factory.mktemp("corrupt-index")
     shutil.copytree(settings.index_dir, copy, symlinks=True, dirs_exist_ok=True)
     vectors_file = (copy / "current" / "chunks.npy").resolve()
-    vectors_file.write_bytes(vectors_file.read_bytes()[:-64])
+    writable(vectors_file).write_bytes(vectors_file.read_bytes()[:-64])
     broken = settings.model_copy(update={"index_dir": copy, "on_stale": "refuse"})
     with StartedServer(create_app(broken)) as live, httpx.Client(base_url=live.url, timeout=60) as c:
         live.wait_until(lambda: c.get("/readyz").json()["status"] == "error")

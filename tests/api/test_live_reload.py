@@ -19,7 +19,7 @@ from rag.ingest.embedding import Embedder
 from rag.ingest.index import Index, current_build, load
 from rag.service import make_retriever
 from rag.settings import Settings
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, writable
 from tests.posts import write_post
 
 PHRASE = "Zephyrine Quillfeather scheme"  # in no post of data/
@@ -108,7 +108,7 @@ def test_server_keeps_serving_when_a_new_build_fails_to_load(
     with LiveServer(app) as server:
         broken = live_settings.index_dir / "build-broken"
         shutil.copytree(live_settings.index_dir / "current", broken)
-        (broken / "chunks.jsonl").write_text("garbage", encoding="utf-8")
+        writable(broken / "chunks.jsonl").write_text("garbage", encoding="utf-8")
         tmp_link = live_settings.index_dir / ".current-test"
         tmp_link.symlink_to(broken.name)
         tmp_link.replace(live_settings.index_dir / "current")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -19,7 +21,7 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from api.main import create_app
-from api.security import KeyRequired, KeyRing, is_loopback, key_id
+from api.security import KeyRequired, KeyRing, is_loopback
 from rag.cli import app as cli
 from rag.search.retrieval import Retriever
 from rag.settings import Settings
@@ -30,8 +32,16 @@ KEY_A, KEY_B = KEYS.split(",")
 SEARCH = {"query": "pay progression", "k": 2}
 
 
+ID_SECRET = "a-server-secret-for-key-ids"
+
+
 def keyed(settings: Settings, **extra: object) -> Settings:
-    return settings.model_copy(update={"api_keys": SecretStr(KEYS), **extra})
+    update = {"api_keys": SecretStr(KEYS), "key_id_secret": SecretStr(ID_SECRET), **extra}
+    return settings.model_copy(update=update)
+
+
+def hmac_id(key: str, secret: str = ID_SECRET) -> str:
+    return hmac.new(secret.encode(), key.encode(), hashlib.sha256).hexdigest()[:8]
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +92,7 @@ def test_keys_leave_health_the_page_and_the_docs_open(keyed_server: LiveServer, 
     assert httpx.get(keyed_server.url + path).status_code == 200
 
 
-def test_keys_are_never_logged_only_their_short_hash(keyed_server: LiveServer) -> None:
+def test_keys_are_never_logged_only_an_hmac_under_the_server_secret(keyed_server: LiveServer) -> None:
     lines: list[str] = []
 
     class Keep(logging.Handler):
@@ -104,7 +114,18 @@ def test_keys_are_never_logged_only_their_short_hash(keyed_server: LiveServer) -
         logging.getLogger("rag.requests").removeHandler(handler)
     assert len(lines) == 2
     assert not any(KEY_A in line or "a-wrong-key" in line for line in lines)
-    assert [json.loads(line)["key"] for line in lines] == [key_id(KEY_A), None]
+    assert [json.loads(line)["key"] for line in lines] == [hmac_id(KEY_A), None]
+    assert hmac_id(KEY_A) != hashlib.sha256(KEY_A.encode()).hexdigest()[:8]  # not a plain hash
+
+
+def test_key_ids_depend_on_the_secret_which_is_random_unless_set(settings: Settings) -> None:
+    """Two servers started without RAG_KEY_ID_SECRET name the same key differently, so an id in a
+    log cannot be checked against guessed keys; with the secret set, ids are stable across starts."""
+    assert KeyRing.from_settings(keyed(settings)).key_id(KEY_A) == hmac_id(KEY_A)
+    unset = settings.model_copy(update={"api_keys": SecretStr(KEYS)})
+    first, second = KeyRing.from_settings(unset), KeyRing.from_settings(unset)
+    assert first.key_id(KEY_A) != second.key_id(KEY_A)
+    assert first.identify(KEY_A) == first.key_id(KEY_A) and first.identify("nope") is None
 
 
 def test_keyring_reads_the_setting_and_the_file(tmp_path: Path, settings: Settings) -> None:
@@ -115,7 +136,7 @@ def test_keyring_reads_the_setting_and_the_file(tmp_path: Path, settings: Settin
     )
     assert len(ring) == 4
     for key in ("x1", "x2", "file-key-1", "file-key-2"):
-        assert ring.identify(key) == key_id(key)
+        assert ring.identify(key) == ring.key_id(key)
     assert ring.identify("# operators") is None and ring.identify("") is None
     assert not KeyRing.from_settings(settings)
 

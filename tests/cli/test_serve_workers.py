@@ -54,3 +54,18 @@ def test_serve_worker_that_dies_is_replaced_and_the_counts_it_made_stay(env: dic
         metrics = httpx.get(f"{live.url}/metrics", timeout=30).text
         assert f"{SEARCH_ROUTE} 10.0" in metrics  # the dead worker's share is still counted
         assert {r.status_code for r in _searches(live.url, 3)} == {200}
+
+
+def test_serve_workers_name_a_key_alike_under_one_secret(env: dict[str, str]) -> None:
+    # RAG_KEY_ID_SECRET unset: the parent makes one secret for all workers, so each logs (and rate
+    # limits) a key under the same id whichever worker answers.
+    assert "RAG_KEY_ID_SECRET" not in env
+    with RagServe(env, workers=2, RAG_API_KEYS="a-long-test-key") as live:
+        headers = {"Authorization": "Bearer a-long-test-key"}
+        for _ in range(16):  # a connection each: the kernel spreads them over the workers
+            response = httpx.post(f"{live.url}/v1/search", json={"query": "pay", "k": 1}, headers=headers)
+            assert response.status_code == 200
+        lines = [r for r in live.requests() if r["route"] == "/v1/search"]
+        assert len({r["pid"] for r in lines}) == 2, "both workers answered"
+        assert len({r["key"] for r in lines}) == 1
+        assert "a-long-test-key" not in live.log.read_text()

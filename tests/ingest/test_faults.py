@@ -11,9 +11,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from rag.ingest.embedding import Embedder
 from rag.ingest.index import Index, IndexConfig, build, load, read_manifest, save
 from rag.service import open_index
 from rag.settings import Settings
-from tests.conftest import DATA, StartedServer, free_port
+from tests.conftest import DATA, StartedServer, free_port, writable
 
 RAG = str(Path(sys.executable).with_name("rag"))
 SMALL = ("002_c9ebe3be5a93ccd6.txt", "003_ea05dc3451fe564a.txt")
@@ -77,7 +79,7 @@ def _file_size_limit(limit: int = FILE_LIMIT) -> None:
 
 
 def _damage(path: Path, how: str) -> None:
-    data = path.read_bytes()
+    data = writable(path).read_bytes()
     if how == "truncated":
         path.write_bytes(data[: len(data) // 2])
     elif how == "last byte cut":
@@ -237,22 +239,31 @@ def serve_with_full_disk(
 ) -> Iterator[tuple[str, Path, dict[str, Any]]]:
     """A real `rag serve` whose files may not grow past FILE_LIMIT, over a stale index it must rebuild."""
     data, index_dir, before = stale
+    with _serving(data, index_dir, preexec_fn=_file_size_limit, restore_signals=False) as (url, _, log):
+        yield url, index_dir, before
+    assert "File too large" in "".join(log), "the server log keeps the cause"
+
+
+@contextmanager
+def _serving(
+    data: Path, index_dir: Path, env: dict[str, str] | None = None, **popen: Any
+) -> Iterator[tuple[str, subprocess.Popen[str], list[str]]]:
+    """A real `rag serve` subprocess (a fault that kills it must not kill pytest). Its log is drained
+    as it comes (a log file would meet a file-size limit too) and complete once this exits."""
     port = free_port()
     child = subprocess.Popen(
         [RAG, "serve", "--port", str(port)],
-        env=_env(data, index_dir),
+        env=_env(data, index_dir, **(env or {})),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_file_size_limit,
-        restore_signals=False,
+        **popen,
     )
-    log: list[str] = []  # drained as it comes (a log file would meet the file-size limit too)
-    assert child.stderr is not None
+    log: list[str] = []
     reader = threading.Thread(target=lambda: log.extend(child.stderr or ()), daemon=True)
     reader.start()
     try:
-        yield f"http://127.0.0.1:{port}", index_dir, before
+        yield f"http://127.0.0.1:{port}", child, log
     finally:
         child.send_signal(signal.SIGTERM)
         try:
@@ -261,7 +272,6 @@ def serve_with_full_disk(
             child.kill()
             child.wait()
         reader.join(timeout=10)
-        assert "File too large" in "".join(log), "the server log keeps the cause"
 
 
 def _wait_for(url: str, state: str, timeout: float = 600) -> dict[str, Any]:
@@ -314,3 +324,85 @@ def test_server_whose_index_files_cannot_be_read_answers_503_without_paths(
         assert r.json()["error"] == {"code": "index_unavailable", "message": ready["detail"]}
         assert "could not be read or written (Is a directory)" in ready["detail"]
         assert str(tmp_path) not in r.text and "chunks.npy" not in r.text
+
+
+# ---------------------------------------------------------------- a live file changed in place
+
+
+def _truncate_largest_vectors(index_dir: Path) -> Path:
+    """`truncate -s 4096` on the served build's largest .npy, in place, as issue 18 found it."""
+    victim = max((index_dir / "current").resolve().rglob("*.npy"), key=lambda p: p.stat().st_size)
+    assert victim.stat().st_size > 4096
+    subprocess.run(["truncate", "-s", "4096", str(writable(victim))], check=True)
+    return victim
+
+
+def _search(url: str) -> httpx.Response:
+    return httpx.post(f"{url}/v1/search", json={"query": "probation manifesto"}, timeout=60)
+
+
+def test_server_whose_largest_vector_file_is_truncated_in_place_stays_up_and_keeps_serving(
+    ingested: tuple[Path, Path, dict[str, Any]],
+) -> None:
+    data, index_dir, before = ingested
+    with _serving(data, index_dir, {"RAG_RELOAD_INTERVAL": "0.2"}) as (url, child, log):
+        _wait_for(url, "ready")
+        assert _search(url).status_code == 200
+        victim = _truncate_largest_vectors(index_dir)
+        for _ in range(10):  # a small index is held in memory: the cut file is never read again
+            r = _search(url)
+            assert r.status_code == 200 and r.json()["results"], r.text
+        deadline = time.monotonic() + 30
+        while "changed on disk in place" not in "".join(log) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert f"{victim.name} changed on disk in place; still serving the copy" in "".join(log)
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        assert httpx.get(f"{url}/readyz").json()["index_version"] == before["build"]
+        assert child.poll() is None, "the process is still up"
+
+
+def test_server_with_a_mapped_index_truncated_in_place_answers_503_until_a_good_build(
+    small: tuple[Path, Index], ingested: tuple[Path, Path, dict[str, Any]]
+) -> None:
+    _, built = small
+    data, index_dir, before = ingested
+    with _serving(data, index_dir, {"RAG_RELOAD_INTERVAL": "0.2", "RAG_MAP_ABOVE_MB": "0"}) as (
+        url,
+        child,
+        _,
+    ):
+        _wait_for(url, "ready")
+        assert _search(url).status_code == 200  # the mapped pages are in use
+        _truncate_largest_vectors(index_dir)
+        ready = _wait_for(url, "error", timeout=60)  # noticed before anything read past the cut
+        r = _search(url)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "index_unavailable", r.text
+        assert r.json()["error"]["message"] == ready["detail"]
+        assert "changed on disk" in ready["detail"] and str(index_dir) not in r.text
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        save(built, index_dir)  # the next good build
+        assert _wait_for(url, "ready", timeout=120)["index_version"] != before["build"]
+        assert _search(url).status_code == 200
+        assert child.poll() is None, "the process is still up"
+
+
+def test_truncating_a_saved_vector_file_is_refused_even_to_its_owner(small: tuple[Path, Index]) -> None:
+    """Read-only build files stop the ordinary in-place writers (truncate, cp or rsync --inplace
+    over a file) of anyone but root. The build is made by and belongs to an unprivileged user."""
+    _, built = small
+    directory = Path(tempfile.mkdtemp())
+    try:
+        directory.chmod(0o755)  # reachable by the unprivileged owner below
+        build_dir = save(built, directory)
+        victim = max(build_dir.rglob("*.npy"), key=lambda p: p.stat().st_size)
+        owner: dict[str, Any] = {}
+        if os.geteuid() == 0:  # root may write anything: hand the build to `nobody` and act as it
+            for path in [directory, *directory.rglob("*")]:
+                os.chown(path, 65534, 65534, follow_symlinks=False)
+            owner = {"user": 65534, "group": 65534, "extra_groups": []}
+        for command in (["truncate", "-s", "4096", str(victim)], ["cp", "/dev/null", str(victim)]):
+            run = subprocess.run(command, capture_output=True, text=True, **owner)
+            assert run.returncode != 0 and "Permission denied" in run.stderr, (command, run.stderr)
+        assert len(load(directory).sentences) == len(built.sentences), "the build is whole"
+    finally:
+        shutil.rmtree(directory)

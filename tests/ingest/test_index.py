@@ -14,6 +14,7 @@ from rag.ingest.corpus import load_corpus
 from rag.ingest.embedding import Embedder
 from rag.ingest.index import (
     FORMAT_VERSION,
+    DiskWatch,
     Index,
     IndexConfig,
     build,
@@ -24,6 +25,7 @@ from rag.ingest.index import (
 )
 from rag.service import open_index
 from rag.settings import Settings
+from tests.conftest import writable
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 # The chunking a default Settings asks for, so an index built with it opens without a rebuild.
@@ -78,6 +80,45 @@ def test_index_save_load_round_trip(small: tuple[Path, Index], tmp_path: Path) -
     assert loaded.bm25.scores("probation").any()
 
 
+def test_index_small_is_read_into_memory_and_large_is_mapped(
+    small: tuple[Path, Index], tmp_path: Path
+) -> None:
+    _, built = small
+    save(built, tmp_path)
+    in_memory, mapped = load(tmp_path), load(tmp_path, map_above=0)
+    assert not in_memory.mapped and mapped.mapped
+    assert not isinstance(in_memory.vectors.base, np.memmap) and isinstance(mapped.vectors.base, np.memmap)
+    assert isinstance(mapped.sentence_vectors.base, np.memmap)
+    assert np.array_equal(in_memory.vectors, mapped.vectors)
+    assert np.array_equal(in_memory.bm25.scores("probation"), mapped.bm25.scores("probation"))
+
+
+def test_saved_build_files_are_read_only(small: tuple[Path, Index], tmp_path: Path) -> None:
+    _, built = small
+    build_dir = save(built, tmp_path)
+    files = [p for p in build_dir.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"manifest.json", "chunks.npy", "sentences.npy", "data.csc.index.npy"}
+    assert all(p.stat().st_mode & 0o777 == 0o444 for p in files)
+    save(built, tmp_path)
+    save(built, tmp_path)  # read-only files do not stop an old build being removed
+    assert len(list(tmp_path.glob("build-*"))) == 2
+
+
+def test_disk_watch_reports_a_file_changed_in_place_once_and_not_one_replaced(tmp_path: Path) -> None:
+    for name in ("a.npy", "b.npy", "c.npy"):
+        (tmp_path / name).write_bytes(b"x" * 100)
+    watch = DiskWatch(tmp_path, ["a.npy", "b.npy", "c.npy", "missing.npy"])
+    assert watch.total_bytes() == 300 and watch.changed() == []
+    with (tmp_path / "a.npy").open("r+b") as fh:  # cut in place: the same inode, shorter
+        fh.truncate(10)
+    replacement = tmp_path / "b.new"
+    replacement.write_bytes(b"y" * 5)
+    replacement.replace(tmp_path / "b.npy")  # replaced by a rename: what was loaded is intact
+    (tmp_path / "c.npy").unlink()
+    assert watch.changed() == ["a.npy"]
+    assert watch.changed() == []  # reported once
+
+
 def test_index_missing_raises_not_built(tmp_path: Path) -> None:
     with pytest.raises(IndexNotBuiltError, match="rag ingest"):
         load(tmp_path)
@@ -119,7 +160,7 @@ def test_index_corrupt_file_is_refused_with_named_error(
     _, built = small
     save(built, tmp_path)
     target = (tmp_path / "current" / victim).resolve()
-    target.write_bytes(target.read_bytes()[:100] + b"garbage")
+    writable(target).write_bytes(target.read_bytes()[:100] + b"garbage")
     with pytest.raises(IndexIncompatibleError, match="rag ingest"):
         load(tmp_path)
 
@@ -153,7 +194,7 @@ def test_open_index_rebuilds_stale_index_by_default(
     # Edited by hand, so without the manifest's own checksum (as an index written before it had one):
     # with it, the edit would read as corruption instead of a changed corpus.
     del manifest["manifest_sha256"]
-    manifest_path.write_text(json.dumps(manifest))
+    writable(manifest_path).write_text(json.dumps(manifest))
     opened = open_index(_settings(data, tmp_path), embedder)
     assert opened.rebuilt and "corpus changed" in (opened.reason or "")
     assert read_manifest(tmp_path)["corpus_fingerprint"] != "stale"

@@ -69,7 +69,7 @@ def test_vectors_file_not_matching_its_spec_is_refused(matrix: np.ndarray, tmp_p
 def test_index_loaded_memory_mapped_answers_as_the_built_one(
     index: Index, retriever: Retriever, settings: object
 ) -> None:
-    loaded = load(settings.index_dir)  # type: ignore[attr-defined]
+    loaded = load(settings.index_dir, map_above=0)  # type: ignore[attr-defined]
     # views of the mapped files (not copies); the index built in memory holds plain arrays
     assert isinstance(loaded.vectors.base, np.memmap) and isinstance(loaded.sentence_vectors.base, np.memmap)
     assert not isinstance(index.vectors.base, np.memmap)

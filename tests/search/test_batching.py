@@ -1,5 +1,6 @@
 """The query batcher with the real model: concurrent callers share passes and each gets its own
-vector, a lone caller encodes at once, and a failed pass reaches every caller of that pass."""
+vector, a lone caller encodes at once, a failed pass reaches every caller of that pass, and passes
+run on the batcher's own lane threads."""
 
 from __future__ import annotations
 
@@ -84,19 +85,30 @@ def test_batcher_bounds_a_pass_to_max_batch(embedder: Embedder) -> None:
     assert [len(b) for b in gate.batches] == [1, 4, 4, 4, 4]
 
 
-def test_batcher_lone_caller_encodes_at_once_in_its_own_thread(embedder: Embedder) -> None:
-    threads: list[str] = []
-
-    def encode(texts: list[str]) -> np.ndarray:
-        threads.append(threading.current_thread().name)
-        return embedder.encode(texts)
-
-    batcher = QueryBatcher(encode, max_wait_ms=10_000)  # a wait this long would show as a hang
+def test_batcher_lone_caller_encodes_at_once(embedder: Embedder) -> None:
+    batcher = QueryBatcher(embedder.encode, max_wait_ms=10_000)  # a wait this long would show as a hang
     for query in QUERIES[:3]:
         vector = batcher.encode(query)
         assert float(np.abs(vector - embedder.encode([query])[0]).max()) < 1e-5
-    assert threads == [threading.current_thread().name] * 3  # no hand-off to another thread
     assert (batcher.passes, batcher.served) == (3, 3)
+
+
+def test_batcher_runs_every_pass_on_its_own_lane_threads_whatever_thread_calls(embedder: Embedder) -> None:
+    """However many request threads call, passes run on at most `lanes` threads of the batcher's:
+    the memory a forward pass leaves with its thread (allocator arenas, MKL buffers) stays bounded."""
+    threads: set[str] = set()
+
+    def encode(texts: list[str]) -> np.ndarray:
+        threads.add(threading.current_thread().name)
+        return embedder.encode(texts, threads=1)
+
+    batcher = QueryBatcher(encode, narrow=encode, lanes=2)
+    with ThreadPoolExecutor(max_workers=24, thread_name_prefix="request") as pool:
+        vectors = list(pool.map(batcher.encode, QUERIES * 3))
+    batcher.encode_many(QUERIES[:4])
+    batcher.encode("a lone caller")
+    assert len(vectors) == len(QUERIES) * 3
+    assert 1 <= len(threads) <= 2 and all(name.startswith("query-encode") for name in threads), threads
 
 
 def test_batcher_error_reaches_every_caller_of_the_batch_and_it_keeps_working(embedder: Embedder) -> None:
