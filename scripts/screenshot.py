@@ -7,7 +7,7 @@ with Playwright, and writes a PNG of the whole page. `--dialog` also opens the f
 its context; `--width 360` and `--dark` give a phone's view or the dark theme. Needs the test
 extras (Playwright) and Chromium (`make setup-test`).
 
-    .venv/bin/python scripts/screenshot.py [--out docs/chat.png] [--width 1280] [--dark] [--dialog]
+    .venv/bin/python scripts/screenshot.py [--out docs/chat.png] [--width 900] [--dark] [--dialog]
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "chat.png")
-    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--width", type=int, default=900)
     parser.add_argument("--dark", action="store_true", help="the dark colour scheme")
     parser.add_argument("--dialog", action="store_true", help="open the first cited passage, in context")
     parser.add_argument("--url", help="use this running server instead of starting one")

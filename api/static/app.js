@@ -217,7 +217,7 @@
     newConversation.hidden = turns.length === 0;
     welcome.hidden = turns.length > 0;
     $("question-label").textContent = turns.length ? "Ask a follow-up or a new question" : "Your question";
-    input.placeholder = turns.length ? "e.g. What did readers say about that?" : EXAMPLE;
+    input.placeholder = turns.length ? "e.g. Who replaced him?" : EXAMPLE;
   }
 
   // ---- one turn of the conversation ---------------------------------------------------------
