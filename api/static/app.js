@@ -233,6 +233,7 @@
       searched: q(".searched"),
       searchedQuery: q(".searched-query"),
       status: q(".status"),
+      live: q(".live"),
       verdict: q(".verdict"),
       answer: q(".answer"),
       warnings: q(".warnings"),
@@ -350,8 +351,10 @@
     view.error.textContent = turn.error || "";
   }
 
+  /** While busy, screen readers hold back the live region (verdict and answer) and read it whole
+   * once the answer is complete, instead of word by word as it streams. */
   function setBusy(view, busy) {
-    view.answer.setAttribute("aria-busy", String(busy));
+    view.live.setAttribute("aria-busy", String(busy));
     view.item.setAttribute("aria-busy", String(busy));
   }
 
