@@ -35,6 +35,7 @@
   let inFlight = null; // {controller, turn} of the answer being streamed
   let shown = null; // the citation shown in the passage panel
   let opener = null; // what opened the panel; it gets focus back on close
+  let focusOnClose = null; // what to focus instead, once the panel's close event has run
   const passages = new Map(); // passage id -> Promise of GET /v1/passages/{id}
 
   // ---- small helpers ------------------------------------------------------------------------
@@ -417,8 +418,17 @@
         save();
       }
       updateChrome();
-      if (!dialog.open && !keyDialog.open) input.focus();
+      focusBox();
     }
+  }
+
+  /** Focus the question box, unless a dialog is open (it keeps focus, and gives it back on close).
+   * Esc may close the passage panel and, a moment later, stop an answer: the panel's close event
+   * (which refocuses what opened it) can then still be on its way, so it is told to focus the box. */
+  function focusBox() {
+    if (dialog.open || keyDialog.open) return;
+    if (shown) focusOnClose = input;
+    else input.focus();
   }
 
   function stop() {
@@ -432,7 +442,7 @@
     thread.replaceChildren();
     sessionStorage.removeItem(THREAD_STORE);
     updateChrome();
-    input.focus();
+    focusBox();
   }
 
   function submit() {
@@ -629,10 +639,11 @@
     if (!inside) dialog.close(); // a click on the backdrop
   });
   dialog.addEventListener("close", () => {
+    const target = focusOnClose || (opener && opener.isConnected ? opener : input);
     shown = null;
-    if (opener && opener.isConnected) opener.focus();
-    else input.focus();
     opener = null;
+    focusOnClose = null;
+    target.focus();
   });
 
   restore();

@@ -120,7 +120,7 @@ def test_page_marker_opens_the_source_in_context_with_the_span_highlighted_and_c
 
         page.keyboard.press("Escape")
         dialog.wait_for(state="hidden")
-        assert page.evaluate("() => document.activeElement.dataset.id") == first  # focus went back
+        page.wait_for_function(f"() => document.activeElement.dataset.id === '{first}'")  # focus went back
 
 
 def _sse(done: dict[str, object], *deltas: str) -> str:
@@ -180,7 +180,7 @@ def test_page_passage_of_a_reply_shows_the_comment_it_answers(tab: Tab, client: 
     assert page.text_content("#passage-citation") == full_citation(c)
     page.click("#passage-close")
     page.locator("#passage").wait_for(state="hidden")
-    assert page.evaluate("() => document.activeElement.classList.contains('source-open')")
+    page.wait_for_function("() => document.activeElement.classList.contains('source-open')")
 
 
 def test_page_reports_an_error_response(tab: Tab) -> None:
