@@ -9,7 +9,6 @@ still running when it is stopped, and the stand-in sees whether the server let g
 
 from __future__ import annotations
 
-import json
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ import pytest
 from playwright import sync_api
 
 from api.main import create_app
+from rag.eval.retrieval import load_questions
 from rag.search.retrieval import Retriever
 from rag.settings import Settings
 from tests.browser import SETTLED, Tab, open_tab
@@ -47,8 +47,7 @@ def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
 
 
 def questions(path: Path, answerable: bool) -> list[str]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r["question"] for r in rows if bool(r.get("evidence")) == answerable]
+    return [q.question for q in load_questions(path) if q.answerable == answerable]
 
 
 def first_answer(
