@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from rag.answer.answering import Answer
+from rag.answer.support import WEAK_BELOW
 from rag.ingest.chunking import Chunk
 from rag.ingest.corpus import Kind, Node
 from rag.ingest.index import Index
@@ -393,6 +394,22 @@ class AskCitation(SearchResult):
     n: int = Field(description="The number the answer cites this passage by, as [n].")
 
 
+class AnswerSupport(BaseModel):
+    """How well the passages an answer cites match its question, the same way for every backend."""
+
+    level: Literal["strong", "weak", "none"] = Field(
+        description="`none`: the answer abstained (the archive does not appear to answer); `weak`: it "
+        "answered, but its cited passages match the question poorly; `strong`: otherwise."
+    )
+    score: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="The best match, 0-1, between the searched query and a sentence of a cited passage: "
+        f"the share of the query's words it covers, rarer words weighing more; `weak` below {WEAK_BELOW}. "
+        "For an abstention, that of the nearest passages listed.",
+    )
+
+
 class AskResponse(BaseModel):
     answer: str
     citations: list[AskCitation]
@@ -401,6 +418,7 @@ class AskResponse(BaseModel):
     warnings: list[str]
     took_ms: float
     query: str = Field(description="The query passages were retrieved with (a rewritten follow-up).")
+    support: AnswerSupport = Field(description="How well the cited passages support the answer.")
 
     @classmethod
     def of(cls, answer: Answer) -> AskResponse:
@@ -421,4 +439,5 @@ class AskResponse(BaseModel):
             warnings=answer.warnings,
             took_ms=answer.took_ms,
             query=answer.query,
+            support=AnswerSupport(level=answer.support.level, score=answer.support.score),
         )

@@ -300,6 +300,14 @@ class AskCitation:
 
 
 @dataclass(frozen=True)
+class Support:
+    """How well an answer's cited passages match its question: `level` strong, weak or none."""
+
+    level: str
+    score: float
+
+
+@dataclass(frozen=True)
 class Answer:
     """An answer from POST /v1/ask, citing passages as [n]."""
 
@@ -310,6 +318,7 @@ class Answer:
     warnings: list[str]
     took_ms: float
     query: str
+    support: Support | None = None  # None from a server older than the field
 
 
 @cache

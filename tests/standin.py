@@ -8,7 +8,9 @@ socket, speaking just enough HTTP/1.1 and OpenAI streaming for the openai backen
 - ``slow``: a valid streamed chat completion, one piece every `interval` seconds, `[DONE]` last.
 
 `opened` and `closed` count connections; `closed_at` records when each one saw its peer close
-(end-of-stream or reset), so a test can check that cancelling a request reached the upstream.
+(end-of-stream or reset), so a test can check that cancelling a request reached the upstream;
+`finished` counts ``slow`` streams sent to their end, so it can tell a cut stream from a done one.
+`interval` may be changed between requests.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class StandIn:
         self.sock.listen(256)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
         self.opened = 0
+        self.finished = 0
         self.closed_at: list[float] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -83,6 +86,8 @@ class StandIn:
                         conn.sendall(_chunk(piece))
                     else:
                         conn.sendall(_chunk("", "stop") + _chunk_raw(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+                        with self._lock:
+                            self.finished += 1
                         while conn.recv(65536):
                             pass
             except OSError:

@@ -7,8 +7,8 @@ backend: ``archive`` (the default backend), ``archive/<backend>``, or a backend 
 The last user message is the question; earlier user turns let a follow-up ("what did
 commenters say about that?") be rewritten into a standalone query, shown as ``rewritten_query``.
 Citations appear as [n] in the content and, in the plain response and in the last streamed
-chunk, as a structured ``citations`` list (the /v1/ask citation objects) beside ``warnings``
-and ``abstained``. Request fields the protocol defines but we have no use for (temperature,
+chunk, as a structured ``citations`` list (the /v1/ask citation objects) beside ``warnings``,
+``abstained`` and ``support``. Request fields the protocol defines but we have no use for (temperature,
 top_p, ...) are accepted and ignored, as a compatible server must; ``k`` and ``filters`` are
 our own extras.
 """
@@ -101,6 +101,7 @@ def _extras(answer: Answer) -> dict[str, Any]:
         "rewritten_query": answer.query,
         "warnings": answer.warnings,
         "abstained": answer.abstained,
+        "support": body["support"],
         "backend": answer.backend,
     }
 

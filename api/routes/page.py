@@ -2,8 +2,9 @@
 
 No build step and no external URLs: the three files in `api/static/` are the whole front end, and
 a Content-Security-Policy holds the page to this origin, so it works offline and corpus text that
-slipped into markup could not load or run anything. The page talks only to `/v1/ask` (streamed)
-and `/v1/passages/{id}`.
+slipped into markup could not load or run anything. The page talks only to `/v1/ask` (streamed,
+with the conversation's earlier turns as `history`) and `/v1/passages/{id}`, and keeps the
+conversation in the tab's sessionStorage.
 """
 
 from __future__ import annotations

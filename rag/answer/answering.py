@@ -28,6 +28,7 @@ from typing import Any
 
 from rag.answer.prompting import ABSTAIN, Prompt, Source, build_prompt
 from rag.answer.rewrite import rewrite_query
+from rag.answer.support import Support, measure_support, support_scorer
 from rag.backends import Registry, create_backend
 from rag.backends.base import LLMBackend
 from rag.backends.extractive import ExtractiveBackend
@@ -56,6 +57,7 @@ class Answer:
     query: str
     took_ms: float = 0.0
     passages: list[Source] = field(default_factory=list)  # everything retrieved, as numbered for the model
+    support: Support = Support("none", 0.0)  # how well the cited passages match (rag/answer/support.py)
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ class Answerer:
         self.backend = backend
         self.retriever = retriever
         self.fallback = fallback or ExtractiveBackend(backend.settings)
+        self.scorer = support_scorer(backend.settings)  # alike for every backend and request
         self._cancelled = threading.Event()
 
     def cancel(self) -> None:
@@ -297,4 +300,5 @@ class Answerer:
             query=query,
             took_ms=round((time.perf_counter() - started) * 1000.0, 3),
             passages=sources,
+            support=measure_support(self.scorer, query, sources, cited, abstained),
         )

@@ -130,12 +130,18 @@ def print_passage(console: Console, p: Passage) -> None:
 
 
 def print_answer_sources(console: Console, err: Console, answer: Answer, question: str | None = None) -> None:
-    """After a streamed answer: the query searched (when rewritten), each [n]'s source, warnings."""
+    """After a streamed answer: the query searched (when rewritten), each [n]'s source, weak
+    support, warnings."""
     console.print()
     if question is not None and answer.query != question:
         err.print(f"[dim]searched for:[/dim] {answer.query}")
     for c in answer.citations:
         where_ = escape(where(c.citation).replace("\n", " / "))  # corpus text, not markup
         console.print(f"[bold]\\[{c.n}][/bold] {where_}  [dim]{c.id}[/dim]", highlight=False, soft_wrap=True)
+    if answer.support is not None and answer.support.level == "weak":
+        err.print(
+            f"[yellow]weak support:[/yellow] the cited passages match the question poorly "
+            f"(support {answer.support.score:.2f}); check them before relying on this answer"
+        )
     for warning in answer.warnings:
         err.print(f"[yellow]warning:[/yellow] {warning}")

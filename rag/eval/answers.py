@@ -4,7 +4,8 @@ when it should, and does every [n] point at a citation that really contains the 
 For each answerable question, the answer *contains gold* when, after folding case, whitespace
 and curly quotes, one of its ``answers`` strings occurs in it. For each unanswerable one (no
 evidence), the answer must abstain. Marker validity: the text before each ``[n]`` (back to the
-previous marker or the start) must occur, folded, in the text of citation n.
+previous marker or the start) must occur, folded, in the text of citation n. Support: how often an
+answer given is flagged weak, among answers holding a gold string and among the others.
 """
 
 from __future__ import annotations
@@ -96,21 +97,31 @@ def score_answers(backend: str, questions: Sequence[Question], answers: Sequence
     return report
 
 
-def answer_outcomes(questions: Sequence[Question], answers: Sequence[Answer]) -> dict[str, np.ndarray]:
+def answer_outcomes(
+    questions: Sequence[Question], answers: Sequence[Answer], weak: Sequence[bool] | None = None
+) -> dict[str, np.ndarray]:
     """Per question (NaN where it does not apply): `gold` (answerable: the answer holds a gold
-    string), `refused` (answerable: it abstained), `abstained` (unanswerable: it abstained) and
-    `markers_valid` (the share of its [n] markers whose citation holds the cited sentence)."""
+    string), `refused` (answerable: it abstained), `abstained` (unanswerable: it abstained),
+    `markers_valid` (the share of its [n] markers whose citation holds the cited sentence), and
+    for answers given, whether their support is flagged weak (`weak`, by default their own
+    `support.level`): `weak_when_right` for answers holding a gold string, `weak_when_wrong` for
+    the others (no gold, or an answer to a question the archive cannot answer)."""
     n = len(questions)
-    out = {name: np.full(n, np.nan) for name in ("gold", "refused", "abstained", "markers_valid")}
-    for i, (q, answer) in enumerate(zip(questions, answers, strict=True)):
+    names = ("gold", "refused", "abstained", "markers_valid", "weak_when_right", "weak_when_wrong")
+    out = {name: np.full(n, np.nan) for name in names}
+    flags = weak if weak is not None else [a.support.level == "weak" for a in answers]
+    for i, (q, answer, flagged) in enumerate(zip(questions, answers, flags, strict=True)):
         checks = [] if answer.abstained else marker_checks(answer)
         if checks:
             out["markers_valid"][i] = sum(checks) / len(checks)
+        right = not answer.abstained and q.answerable and contains_gold(answer.text, q)
         if q.answerable:
             out["refused"][i] = float(answer.abstained)
-            out["gold"][i] = float(not answer.abstained and contains_gold(answer.text, q))
+            out["gold"][i] = float(right)
         else:
             out["abstained"][i] = float(answer.abstained)
+        if not answer.abstained:
+            out["weak_when_right" if right else "weak_when_wrong"][i] = float(flagged)
     return out
 
 

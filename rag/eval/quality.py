@@ -9,8 +9,9 @@ is arithmetic on those arrays:
   question set (the file a question came from);
 - `compare`: configuration B against A on the same questions (wins, losses, mean difference and
   its interval), so a one-question change is never read as progress;
-- `cross_validate_retrieval` / `cross_validate_answers`: a setting chosen on k-1 folds and scored
-  on the held-out fold, repeated over reshuffles; the figure reported is the held-out one.
+- `cross_validate_retrieval` / `cross_validate_answers` / `cross_validate_support`: a setting
+  chosen on k-1 folds and scored on the held-out fold, repeated over reshuffles; the figure
+  reported is the held-out one.
 
 Not here: how a single question is scored (rag/eval/retrieval.py, rag/eval/answers.py), the
 statistics themselves (rag/eval/stats.py).
@@ -24,13 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from rag.answer.answering import Answerer, final_answer
+from rag.answer.answering import Answer, Answerer, final_answer
+from rag.answer.support import level_of, support_score, support_scorer
 from rag.backends.extractive import ExtractiveBackend
 from rag.eval.answers import answer_outcomes, score_answers
 from rag.eval.baseline import CharWindowBM25
 from rag.eval.retrieval import KS, Question, evaluate
 from rag.eval.stats import Table, cross_validate, figure, paired
 from rag.search.retrieval import Mode, Retriever
+from rag.settings import Settings
 
 Outcomes = dict[str, np.ndarray]  # metric -> (n_questions,) float; NaN where the metric does not apply
 
@@ -40,6 +43,9 @@ DENSE_WEIGHTS = (0.35, 0.45, 0.55, 0.65)
 LEXICAL_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_SCORES = (0.25, 0.3, 0.35, 0.4, 0.45)
 MAX_REFUSED = 0.10  # answer settings may refuse at most this share of answerable training questions
+# Support (rag/answer/support.py): its scorer's blend, and the score below which an answer is weak.
+SUPPORT_LEXICAL_WEIGHTS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+WEAK_THRESHOLDS = tuple(round(0.15 + 0.025 * i, 3) for i in range(23))  # 0.15 .. 0.70
 
 
 def retrieval_outcomes(
@@ -165,6 +171,32 @@ def cross_validate_answers(
     return {"setting": ["lexical_weight", "min_score"], **_held_out(cv.held_out, cv.chosen.most_common())}
 
 
+def cross_validate_support(
+    questions: Sequence[Question], answers: Sequence[Answer], settings: Settings, k: int = 5, repeats: int = 3
+) -> dict[str, Any]:
+    """Choose the support scorer's blend and the threshold below which an answer is flagged weak on
+    training folds, and score them on held-out ones. The rule: the pair that best separates wrong
+    answers from right ones (the share of wrong answers flagged minus the share of right ones)."""
+    outcomes: dict[Hashable, Outcomes] = {}
+    for lw in SUPPORT_LEXICAL_WEIGHTS:
+        scorer = support_scorer(settings, lw)
+        scores = [support_score(scorer, a.query, a.passages, a.citations) for a in answers]
+        for t in WEAK_THRESHOLDS:
+            weak = [level_of(s, a.abstained, t) == "weak" for s, a in zip(scores, answers, strict=True)]
+            outcomes[(lw, t)] = answer_outcomes(questions, answers, weak)
+
+    def choose(out: Table, train: np.ndarray) -> Hashable:
+        def separation(c: Hashable) -> float:
+            return _mean(out[c]["weak_when_wrong"], train) - _mean(out[c]["weak_when_right"], train)
+
+        return max(out, key=separation)
+
+    cv = cross_validate(outcomes, choose, k, repeats)
+    held = _held_out(cv.held_out, cv.chosen.most_common())
+    held["held_out"] = {m: held["held_out"][m] for m in ("weak_when_wrong", "weak_when_right")}
+    return {"setting": ["support lexical_weight", "weak_below"], **held}
+
+
 def retrieval_report(
     retriever: Retriever,
     questions: Sequence[Question],
@@ -205,7 +237,8 @@ def answer_report(
 ) -> dict[str, Any]:
     """Answer figures (gold contained, refusals, abstentions, valid markers) with intervals by kind
     and set; with `against`, another answerer paired against this one; with `cv`, the extractive
-    backend's blend and threshold chosen by cross-validation and their held-out figures."""
+    backend's blend and threshold, and the support threshold, chosen by cross-validation and their
+    held-out figures."""
     answers = [answerer.answer(q.question, k_passages) for q in questions]
     report = score_answers(answerer.backend.name, questions, answers).summary()
     outcomes = answer_outcomes(questions, answers)
@@ -215,4 +248,6 @@ def answer_report(
         report["against"] = {"figures": summarize(other, questions), "paired": compare(outcomes, other)}
     if cv:
         report["cross_validated"] = cross_validate_answers(answerer, questions, k_passages, k=cv)
+        settings = answerer.backend.settings
+        report["cross_validated_support"] = cross_validate_support(questions, answers, settings, k=cv)
     return report

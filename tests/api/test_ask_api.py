@@ -55,6 +55,7 @@ def test_ask_returns_cited_answer(client: httpx.Client) -> None:
     assert set(data) >= {"answer", "citations", "backend", "abstained", "warnings", "took_ms", "query"}
     assert "April 2021" in data["answer"] and data["backend"] == "extractive" and not data["abstained"]
     assert data["citations"] and set(data["citations"][0]) == {"n", "id", "text", "score", "citation"}
+    assert data["support"]["level"] == "strong" and 0 < data["support"]["score"] <= 1
     check_markers(data)
 
 
@@ -71,9 +72,19 @@ def test_ask_stream_sends_deltas_then_one_done(client: httpx.Client) -> None:
     }
 
 
+def test_ask_support_is_described_in_openapi(client: httpx.Client) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert "support" in schemas["AskResponse"]["required"]
+    support = schemas["AnswerSupport"]["properties"]
+    assert support["level"]["enum"] == ["strong", "weak", "none"]
+    assert support["score"]["minimum"] == 0 and support["score"]["maximum"] == 1
+    assert "weak" in support["score"]["description"]
+
+
 def test_ask_unanswerable_abstains_with_nearest_passages(client: httpx.Client) -> None:
     data = client.post("/v1/ask", json={"question": UNANSWERABLE}).json()
     assert data["abstained"] and data["answer"] == ABSTAIN
+    assert data["support"]["level"] == "none"
     assert [c["n"] for c in data["citations"]] == [1, 2, 3]
 
 

@@ -38,6 +38,7 @@ def test_chat_completion_has_citations(oai: openai.OpenAI) -> None:
     assert citations[0]["n"] == 1 and "April 2021" in citations[0]["text"]
     assert set(citations[0]) == {"n", "id", "text", "score", "citation"}
     assert extra["rewritten_query"] == QUESTION and extra["abstained"] is False
+    assert extra["support"]["level"] == "strong"
 
 
 def test_chat_completion_stream_has_citations_in_last_chunk(oai: openai.OpenAI) -> None:

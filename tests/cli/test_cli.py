@@ -147,6 +147,18 @@ def test_cli_ask_streams_the_answer_then_lists_its_sources(env: dict[str, str], 
     assert f"[1] {first['citation']['title']}" in out and first["id"] in out
 
 
+def test_cli_ask_says_when_the_answer_is_weakly_supported(env: dict[str, str], server: LiveServer) -> None:
+    weak = (
+        "What change to the way illegal drug taking is handled did the reader's probation wish list call for?"  # noqa: E501 - dev.jsonl d024
+    )
+    answer = json.loads(run(env, "ask", weak, "--json", "--url", server.url))
+    assert answer["support"]["level"] == "weak"
+    result = runner.invoke(app, ["ask", weak, "--url", server.url], env=env)
+    assert result.exit_code == 0 and "weak support" in result.stderr
+    strong = runner.invoke(app, ["ask", ASKED, "--url", server.url], env=env)
+    assert strong.exit_code == 0 and "weak support" not in strong.stderr
+
+
 def test_cli_ask_batch_prints_one_json_line_per_question(env: dict[str, str], server: LiveServer) -> None:
     stdin = f'{ASKED}\n{{"question": "What is the boiling point of mercury?", "k": 2}}\n'
     out = run(env, "ask", "--json", "--url", server.url, stdin=stdin)

@@ -10,6 +10,8 @@ from rag.answer.answering import Answerer
 from rag.backends.extractive import ExtractiveBackend
 from rag.eval.answers import answer_outcomes
 from rag.eval.quality import (
+    SUPPORT_LEXICAL_WEIGHTS,
+    WEAK_THRESHOLDS,
     answer_report,
     compare,
     cross_validate_answers,
@@ -87,6 +89,11 @@ def test_answer_outcomes_mark_gold_refusals_and_abstentions(retriever: Retriever
             assert out["abstained"][i] == float(a.abstained)
             assert np.isnan(out["gold"][i])
     assert np.nanmin(out["markers_valid"]) == 1.0
+    # every answer given counts once for support: weak when right or weak when wrong
+    given = [not a.abstained for a in answers]
+    counted = ~np.isnan(out["weak_when_right"]) | ~np.isnan(out["weak_when_wrong"])
+    assert counted.tolist() == given
+    assert np.isnan(out["weak_when_right"] + out["weak_when_wrong"]).all()  # never both
 
 
 def test_answer_report_cross_validates_the_extractive_threshold(
@@ -105,6 +112,12 @@ def test_answer_report_cross_validates_the_extractive_threshold(
     cv = report["cross_validated"]
     assert cv["setting"] == ["lexical_weight", "min_score"]
     assert set(cv["held_out"]) >= {"gold", "refused", "abstained"}
+    support = report["cross_validated_support"]
+    assert support["setting"] == ["support lexical_weight", "weak_below"]
+    assert set(support["held_out"]) == {"weak_when_wrong", "weak_when_right"}
+    chosen = [tuple(c["setting"]) for c in support["chosen"]]
+    assert all(lw in SUPPORT_LEXICAL_WEIGHTS and t in WEAK_THRESHOLDS for lw, t in chosen)
+    assert sum(c["folds"] for c in support["chosen"]) == 2 * 3
 
 
 def test_cross_validate_answers_needs_the_extractive_backend(
