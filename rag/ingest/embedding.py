@@ -27,7 +27,7 @@ import numpy as np
 
 from rag.errors import RagError
 from rag.ingest.bert import BertEncoder, Layout, load_tokenizer, read_layout
-from rag.ingest.onnx import OnnxEncoder, default_threads
+from rag.ingest.onnx import OnnxEncoder, cached_encoder, default_threads
 from rag.settings import BUNDLED_MODEL, DEFAULT_RUNTIME, Runtime, Settings, user_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class _LazyBert:
             except (OSError, ValueError, RuntimeError, KeyError) as exc:
                 raise _cannot_load(self.model, exc) from exc
         try:
-            return OnnxEncoder(self.layout, self.onnx_cache)
+            return cached_encoder(self.layout, self.onnx_cache)
         except Exception as exc:  # torch's exporter and ONNX Runtime raise their own classes
             raise RagError(
                 f"cannot run embedding model {self.model!r} in ONNX Runtime ({exc}); check that "

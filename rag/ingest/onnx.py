@@ -5,7 +5,7 @@ ONNX graph with `torch.onnx`, traced from a torch module built from the folder's
 (nothing downloaded, no third-party export), into a cache folder keyed by the weights' hash, the
 opset and the library versions; the file is checked against torch and then moved into place, so a
 reader never sees half of one. Later processes load it without importing torch at all.
-`OnnxEncoder` runs it on the CPU: one session per thread count, as torch's intra-op threads are per
+`OnnxEncoder` runs such a file on the CPU: one session per thread count, as torch's intra-op threads are per
 call in `rag.ingest.bert` (the query batcher runs one-thread passes side by side).
 
 The graph is padded, not packed: ONNX has no cheap form of `bert.py`'s per-text packing, and the
@@ -105,10 +105,14 @@ def _graph(layout: Layout) -> Any:
 
             for i in range(layers):
                 p = f"encoder.layer.{i}"
-                q, k, v = (split(self.linear(x, f"{p}.attention.self.{n}")) for n in ("query", "key", "value"))
+                q, k, v = (
+                    split(self.linear(x, f"{p}.attention.self.{n}")) for n in ("query", "key", "value")
+                )
                 scores = torch.matmul(q, k.transpose(-1, -2)) * head_dim**-0.5 + masked
                 a = torch.matmul(scores.softmax(-1), v).transpose(1, 2).reshape(batch, seq, hidden)
-                x = self.norm(self.linear(a, f"{p}.attention.output.dense") + x, f"{p}.attention.output.LayerNorm")
+                x = self.norm(
+                    self.linear(a, f"{p}.attention.output.dense") + x, f"{p}.attention.output.LayerNorm"
+                )
                 h = f.gelu(self.linear(x, f"{p}.intermediate.dense"))
                 x = self.norm(self.linear(h, f"{p}.output.dense") + x, f"{p}.output.LayerNorm")
             pooled = (x * real[..., None]).sum(1) / real.sum(1, keepdim=True).clamp(min=1.0)
@@ -134,7 +138,6 @@ def export(layout: Layout, target: Path) -> None:
             # torch 2.9+ marks the TorchScript exporter deprecated in favour of the dynamo one, which
             # needs onnxscript besides; this one is in the pinned torch and writes one plain file.
             warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
                 graph,
                 (ids, mask),
@@ -171,17 +174,30 @@ def _session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-class OnnxEncoder:
-    """Texts -> (n, dim) float32, L2-normalised, like `BertEncoder`, in ONNX Runtime."""
+def cached_encoder(layout: Layout, cache_dir: Path) -> OnnxEncoder:
+    """An encoder on this model's file in `cache_dir`, exported first if need be, and again if the
+    cached file will not load (damaged on disk)."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf
 
-    def __init__(self, layout: Layout, cache_dir: Path) -> None:
+    path = cached_export(layout, cache_dir)
+    try:
+        return OnnxEncoder(layout, path)
+    except (Fail, InvalidGraph, InvalidProtobuf):
+        export(layout, path)
+        return OnnxEncoder(layout, path)
+
+
+class OnnxEncoder:
+    """Texts -> (n, dim) float32, L2-normalised, like `BertEncoder`, from an exported graph."""
+
+    def __init__(self, layout: Layout, path: Path) -> None:
         self.layout = layout
-        self.path = cached_export(layout, cache_dir)
+        self.path = path
         self.threads = default_threads()
         self._tokenizer = load_tokenizer(layout, truncate=True)
         # Both sessions load now: a one-thread one for passes beside others, and one on every core.
         # Sessions run concurrent calls safely, each call on the calling thread plus the session's.
-        self._sessions = {n: _session(self.path, n) for n in {1, self.threads}}
+        self._sessions = {n: _session(path, n) for n in {1, self.threads}}
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, threads: int | None = None) -> np.ndarray:
         """(len(texts), dim) float32; batches of similar length. `threads`: 1 runs on the calling
