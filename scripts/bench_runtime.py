@@ -33,13 +33,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -197,45 +197,30 @@ def quality(encodes: dict[str, Encode]) -> dict[str, Any]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def http(queries: int, rounds: int, runtimes: tuple[str, ...] = ("torch", "onnx")) -> dict[str, Any]:
     """Paired HTTP figures of one server per runtime, serving one index side by side."""
     import httpx
-    from bench import concurrent_search, pct, question  # scripts/bench.py, beside this file
+    from bench import (
+        concurrent_search,
+        pct,
+        question,
+        rss_mb,
+    )  # scripts/bench.py and loadtest.py, beside this file
+    from loadtest import started_server
 
     index_dir = Path(tempfile.mkdtemp(prefix="rag-runtime-http-"))
-    env = {**os.environ, "RAG_INDEX_DIR": str(index_dir), "RAG_DATA_DIR": str(ROOT / "data")}
-    env |= {"RAG_RATE_LIMIT": "0", "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
+    os.environ.update(
+        RAG_INDEX_DIR=str(index_dir), RAG_DATA_DIR=str(ROOT / "data"), OMP_WAIT_POLICY="PASSIVE"
+    )
     rag = str(Path(sys.executable).parent / "rag")
-    subprocess.run([rag, "ingest"], env={**env, "RAG_RUNTIME": "torch"}, check=True, capture_output=True)
-    ports = {runtime: free_port() for runtime in runtimes}
-    servers = [
-        subprocess.Popen(
-            [rag, "serve", "--port", str(port)],
-            env={**env, "RAG_RUNTIME": runtime},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for runtime, port in ports.items()
-    ]
-    urls = {runtime: f"http://127.0.0.1:{port}" for runtime, port in ports.items()}
-    try:
-        for url in urls.values():
-            deadline = time.monotonic() + 600
-            while True:
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"{url} not ready")
-                time.sleep(0.1)
+    subprocess.run(
+        [rag, "ingest"], env={**os.environ, "RAG_RUNTIME": "torch"}, check=True, capture_output=True
+    )
+    with ExitStack() as servers:
+        urls, pids = {}, {}
+        for runtime in runtimes:
+            os.environ["RAG_RUNTIME"] = runtime  # read by the server started next
+            urls[runtime], pids[runtime] = servers.enter_context(started_server())
         report: dict[str, Any] = {"load_average_before": os.getloadavg()}
         ms: dict[str, list[float]] = {r: [] for r in runtimes}
         clients = {r: httpx.Client(base_url=u, timeout=60) for r, u in urls.items()}
@@ -260,12 +245,9 @@ def http(queries: int, rounds: int, runtimes: tuple[str, ...] = ("torch", "onnx"
         report["16_over_1_by_round"] = {
             r: [round(b / a, 2) for a, b in zip(t["1"], t["16"], strict=True)] for r, t in throughput.items()
         }
+        report["server_rss_mb"] = {r: round(rss_mb(pid)) for r, pid in pids.items()}
         report["load_average_after"] = os.getloadavg()
         return report
-    finally:
-        for server in servers:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 def main() -> None:
