@@ -68,7 +68,7 @@ class Settings(BaseSettings):
         ge=0,
         le=64,
         description="Query forward passes that may run side by side under load, one core each (0: as "
-        "many as torch uses cores for one pass). A lone query always runs alone on every core.",
+        "many as the cores one pass uses). A lone query always runs alone on every core.",
     )
     reload_interval: float = Field(
         2.0,
