@@ -213,7 +213,7 @@ class OnnxEncoder:
             mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
             # Attention's (rows, heads, seq, seq) scores are whole tensors here (torch's fused kernel
             # never builds them): 64 passages of 256 tokens make 200 MB a layer, and a build's texts
-            # took 1.9x as long in such passes as in passes of 8 (in one process, alternating).
+            # took 1.9x as long in such passes as in passes of 16 (in one process, alternating).
             # Each pass is held to TOKENS_PER_PASS padded tokens.
             step = max(1, TOKENS_PER_PASS // ids.shape[1])
             for at in range(0, len(rows), step):
