@@ -7,9 +7,9 @@ models must already be on disk or in the local Hugging Face cache (HF_HUB_OFFLIN
 A folder of the standard layout (BERT, mean pooling, normalize; the bundled model is one) runs
 through `rag.ingest.bert` in plain torch, and its weights load only when something is first
 encoded: counting tokens, which the chunker does for every chunk, needs only the tokenizer, and a
-build with nothing new to embed never loads the model. With `runtime="onnx"` (the default) the same
-model runs in ONNX Runtime instead (`rag.ingest.onnx`), exported from the folder's weights on first
-load. Any other model loads at once through sentence-transformers, in torch.
+build with nothing new to embed never loads the model. With `runtime="onnx"` the same model runs in
+ONNX Runtime instead (`rag.ingest.onnx`), exported from the folder's weights on first load.
+Any other model loads at once through sentence-transformers, in torch.
 """
 
 from __future__ import annotations
@@ -149,6 +149,10 @@ class _LazyBert:
                 raise _cannot_load(self.model, exc) from exc
         try:
             return cached_encoder(self.layout, self.onnx_cache)
+        except ModuleNotFoundError as exc:
+            raise RagError(
+                f"RAG_RUNTIME=onnx needs {exc.name} (pip install -e '.[onnx]'), or set RAG_RUNTIME=torch"
+            ) from exc
         except Exception as exc:  # torch's exporter and ONNX Runtime raise their own classes
             raise RagError(
                 f"cannot run embedding model {self.model!r} in ONNX Runtime ({exc}); check that "
