@@ -140,7 +140,8 @@ def retriever_variant(settings: Settings, base: Retriever) -> Retriever:
     """A retriever for `settings` beside `base`, for comparing the two: it shares `base`'s model and
     index where the settings still fit them and builds a new index in memory where they do not."""
     embedder = base.embedder
-    if settings.model != base.index.manifest["model"] or settings.runtime != embedder.runtime:
+    other_runtime = settings.runtime != embedder.runtime and settings.runtime in embedder.runtimes
+    if settings.model != base.index.manifest["model"] or other_runtime:
         embedder = Embedder.from_settings(settings)
     index = base.index
     try:

@@ -195,7 +195,8 @@ class Embedder:
         path = resolve_model(model)
         layout = read_layout(path)
         # ONNX Runtime runs standard-layout folders on the CPU; everything else stays in torch.
-        onnx = runtime == "onnx" and layout is not None and device == "cpu"
+        self.runtimes: tuple[Runtime, ...] = ("torch", "onnx") if layout and device == "cpu" else ("torch",)
+        onnx = runtime == "onnx" and "onnx" in self.runtimes
         self.runtime: Runtime = "onnx" if onnx else "torch"
         onnx_cache = (cache_dir or user_cache_dir()) / "onnx" if onnx else None
         self._model: _LazyBert | _SentenceTransformer = (

@@ -14,6 +14,8 @@ from rag.ingest.bert import read_layout
 from rag.ingest.embedding import Embedder, resolve_model
 from rag.ingest.index import Index
 from rag.ingest.onnx import cache_key, cached_encoder
+from rag.search.retrieval import Retriever
+from rag.service import retriever_variant
 from rag.settings import BUNDLED_MODEL, DEFAULT_RUNTIME, Settings
 from tests.ingest.test_embedding import corpus_texts, linked_copy
 
@@ -106,6 +108,22 @@ def test_onnx_cache_that_is_a_file_is_a_rag_error_naming_the_setting(tmp_path: P
 
 def test_onnx_runtime_leaves_other_models_and_devices_to_torch(tmp_path: Path) -> None:
     folder = linked_copy(tmp_path, {"pooling_mode_mean_tokens": False, "pooling_mode_cls_token": True})
-    assert Embedder(str(folder), runtime="onnx").runtime == "torch"  # sentence-transformers
+    other = Embedder(str(folder), runtime="onnx")  # sentence-transformers
+    assert (other.runtime, other.runtimes) == ("torch", ("torch",))
     assert Embedder(device="meta", runtime="onnx").runtime == "torch"
+    assert Embedder(runtime="torch").runtimes == ("torch", "onnx")
     assert Embedder(runtime="torch").runtime == "torch"
+
+
+def test_eval_against_the_other_runtime_builds_its_own_index_and_ranks_alike(
+    settings: Settings, retriever: Retriever
+) -> None:
+    other = "onnx" if retriever.embedder.runtime == "torch" else "torch"
+    variant = retriever_variant(settings.model_copy(update={"runtime": other}), retriever)
+    assert variant.embedder.runtime == other and variant.index is not retriever.index
+    for query in ["Working Links collapse", "probation renationalisation", "pay progression"]:
+        assert [h.chunk.id for h in variant.search(query, k=5)] == [
+            h.chunk.id for h in retriever.search(query, k=5)
+        ]
+    same = retriever_variant(settings.model_copy(update={"dense_weight": 0.5}), retriever)
+    assert same.embedder is retriever.embedder and same.index is retriever.index
