@@ -42,7 +42,7 @@ def serving(retriever: Retriever) -> Serving:
 
 def _embedder(state: AppState) -> Embedder:
     if state.embedder is None:
-        state.embedder = Embedder(state.settings.model, state.settings.device)
+        state.embedder = Embedder.from_settings(state.settings)
     return state.embedder
 
 

@@ -118,7 +118,7 @@ def ensure_index(settings: Settings, progress: Progress | None = None) -> str | 
         reason = str(exc)
     logger.warning("building the index: %s", reason)
     save(
-        build(corpus, Embedder(settings.model, settings.device), index_config(settings), progress),
+        build(corpus, Embedder.from_settings(settings), index_config(settings), progress),
         settings.index_dir,
     )
     return reason
@@ -140,11 +140,14 @@ def retriever_variant(settings: Settings, base: Retriever) -> Retriever:
     """A retriever for `settings` beside `base`, for comparing the two: it shares `base`'s model and
     index where the settings still fit them and builds a new index in memory where they do not."""
     embedder = base.embedder
-    if settings.model != base.index.manifest["model"]:
-        embedder = Embedder(settings.model, settings.device)
+    other_runtime = settings.runtime != embedder.runtime and settings.runtime in embedder.runtimes
+    if settings.model != base.index.manifest["model"] or other_runtime:
+        embedder = Embedder.from_settings(settings)
     index = base.index
     try:
         check_compatible(index.manifest, index_config(settings), None)
+        if embedder is not base.embedder:  # another runtime: its own passage vectors too
+            raise IndexIncompatibleError("another model or runtime")
     except IndexIncompatibleError:
         index = build(load_corpus(settings.data_dir), embedder, index_config(settings))
     return make_retriever(settings, index, embedder)

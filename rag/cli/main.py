@@ -100,7 +100,7 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
 def _embedder(s: Settings) -> Any:
     from rag.ingest.embedding import Embedder
 
-    return Embedder(s.model, s.device)
+    return Embedder.from_settings(s)
 
 
 def _retriever(s: Settings) -> Any:

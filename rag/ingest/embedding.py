@@ -7,8 +7,9 @@ models must already be on disk or in the local Hugging Face cache (HF_HUB_OFFLIN
 A folder of the standard layout (BERT, mean pooling, normalize; the bundled model is one) runs
 through `rag.ingest.bert` in plain torch, and its weights load only when something is first
 encoded: counting tokens, which the chunker does for every chunk, needs only the tokenizer, and a
-build with nothing new to embed never loads the model. Any other model loads at once through
-sentence-transformers.
+build with nothing new to embed never loads the model. With `runtime="onnx"` the same model runs in
+ONNX Runtime instead (`rag.ingest.onnx`), exported from the folder's weights on first load.
+Any other model loads at once through sentence-transformers, in torch.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rag.errors import RagError
 from rag.ingest.bert import BertEncoder, Layout, load_tokenizer, read_layout
-from rag.settings import BUNDLED_MODEL
+from rag.ingest.onnx import OnnxEncoder, cached_encoder, default_threads
+from rag.settings import BUNDLED_MODEL, DEFAULT_RUNTIME, Runtime, Settings, user_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -113,16 +116,18 @@ class _SentenceTransformer:
 
 
 class _LazyBert:
-    """A standard-layout folder: the tokenizer now, the weights on first encode (or `preload`)."""
+    """A standard-layout folder: the tokenizer now, the weights on first encode (or `preload`), in
+    torch or, given a cache folder for the exported graph, in ONNX Runtime."""
 
-    def __init__(self, layout: Layout, model: str, device: str) -> None:
+    def __init__(self, layout: Layout, model: str, device: str, onnx_cache: Path | None) -> None:
         self.layout = layout
         self.model = model
         self.device = device
+        self.onnx_cache = onnx_cache
         self.dim = layout.dim
         self.max_tokens = layout.max_tokens
         self._counter = load_tokenizer(layout, truncate=False)
-        self._encoder: BertEncoder | None = None
+        self._encoder: BertEncoder | OnnxEncoder | None = None
         self._lock = threading.Lock()
         self._loader: threading.Thread | None = None
 
@@ -130,14 +135,29 @@ class _LazyBert:
     def is_loaded(self) -> bool:
         return self._encoder is not None
 
-    def loaded(self) -> BertEncoder:
+    def loaded(self) -> BertEncoder | OnnxEncoder:
         with self._lock:  # a second caller waits for the first one's load instead of loading twice
             if self._encoder is None:
-                try:
-                    self._encoder = BertEncoder(self.layout, self.device)
-                except (OSError, ValueError, RuntimeError, KeyError) as exc:
-                    raise _cannot_load(self.model, exc) from exc
+                self._encoder = self._load()
             return self._encoder
+
+    def _load(self) -> BertEncoder | OnnxEncoder:
+        if self.onnx_cache is None:
+            try:
+                return BertEncoder(self.layout, self.device)
+            except (OSError, ValueError, RuntimeError, KeyError) as exc:
+                raise _cannot_load(self.model, exc) from exc
+        try:
+            return cached_encoder(self.layout, self.onnx_cache)
+        except ModuleNotFoundError as exc:
+            raise RagError(
+                f"RAG_RUNTIME=onnx needs {exc.name} (pip install -e '.[onnx]'), or set RAG_RUNTIME=torch"
+            ) from exc
+        except Exception as exc:  # torch's exporter and ONNX Runtime raise their own classes
+            raise RagError(
+                f"cannot run embedding model {self.model!r} in ONNX Runtime ({exc}); check that "
+                f"RAG_CACHE_DIR ({self.onnx_cache.parent}) is writable, or set RAG_RUNTIME=torch"
+            ) from exc
 
     def preload(self) -> None:
         with self._lock:
@@ -163,18 +183,36 @@ class _LazyBert:
 class Embedder:
     """Encodes texts into (n, dim) float32 L2-normalised vectors."""
 
-    def __init__(self, model: str = BUNDLED_MODEL, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        model: str = BUNDLED_MODEL,
+        device: str = "cpu",
+        runtime: Runtime = DEFAULT_RUNTIME,
+        cache_dir: Path | None = None,
+    ) -> None:
         _quiet_offline_hub()
         self.name = model
         path = resolve_model(model)
         layout = read_layout(path)
+        # ONNX Runtime runs standard-layout folders on the CPU; everything else stays in torch.
+        self.runtimes: tuple[Runtime, ...] = ("torch", "onnx") if layout and device == "cpu" else ("torch",)
+        onnx = runtime == "onnx" and "onnx" in self.runtimes
+        self.runtime: Runtime = "onnx" if onnx else "torch"
+        onnx_cache = (cache_dir or user_cache_dir()) / "onnx" if onnx else None
         self._model: _LazyBert | _SentenceTransformer = (
-            _SentenceTransformer(path, model, device) if layout is None else _LazyBert(layout, model, device)
+            _SentenceTransformer(path, model, device)
+            if layout is None
+            else _LazyBert(layout, model, device, onnx_cache)
         )
         self.dim: int = self._model.dim
         self.max_tokens: int = self._model.max_tokens
         self.stats = EncodeStats()  # shared with `from_loaded` handles: the same model's work
         self._threads: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Embedder:
+        """The model, device and runtime that `settings` name."""
+        return cls(settings.model, settings.device, settings.runtime, settings.cache_dir)
 
     @classmethod
     def from_loaded(cls, other: Embedder) -> Embedder:
@@ -196,17 +234,22 @@ class Embedder:
 
     @property
     def threads(self) -> int:
-        """Cores one forward pass uses: torch's intra-op threads, as the process started them."""
+        """Cores one forward pass uses: torch's intra-op threads as the process started them, or
+        the cores ONNX Runtime's wide session uses."""
         if self._threads is None:
-            import torch
+            if self.runtime == "onnx":
+                self._threads = default_threads()
+            else:
+                import torch
 
-            self._threads = torch.get_num_threads()
+                self._threads = torch.get_num_threads()
         return self._threads
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, threads: int | None = None) -> np.ndarray:
         """(len(texts), dim) float32, L2-normalised. `threads` sets torch's intra-op threads for
-        this call and the calling thread's later ones (None: leave them); the query batcher runs
-        passes on one thread each beside each other under load (`rag.search.batching`)."""
+        this call and the calling thread's later ones (None: leave them); in ONNX Runtime, 1 runs
+        on the calling thread alone and anything else on every core. The query batcher runs passes
+        on one thread each beside each other under load (`rag.search.batching`)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         started = time.perf_counter()

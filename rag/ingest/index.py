@@ -129,7 +129,15 @@ class Index:
 
 def _versions() -> dict[str, str]:
     out = {}
-    for pkg in ("rag-archive", "sentence-transformers", "faiss-cpu", "torch", "tiktoken", "bm25s"):
+    for pkg in (
+        "rag-archive",
+        "sentence-transformers",
+        "faiss-cpu",
+        "torch",
+        "onnxruntime",
+        "tiktoken",
+        "bm25s",
+    ):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
