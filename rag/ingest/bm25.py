@@ -15,6 +15,7 @@ Not here: fusing BM25 with the dense signals (`rag.search.retrieval`).
 from __future__ import annotations
 
 import errno
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,17 +49,38 @@ class BM25Index:
         model.index(tokens, show_progress=False)
         return cls(model, len(chunks))
 
+    def _terms(self, query: str) -> list[str]:
+        """`query` tokenised as the chunks were: lower-cased, stopwords out, stemmed."""
+        tokens = bm25s.tokenize(
+            [query], stopwords=BM25_STOPWORDS, stemmer=self._stemmer, return_ids=False, show_progress=False
+        )
+        return list(tokens[0])
+
     def scores(self, query: str) -> np.ndarray:
         """(n_docs,) float32 BM25 scores of `query`; zeros when none of its terms is indexed."""
         if self._model is None:
             return np.zeros(self.n_docs, dtype=np.float32)
-        tokens = bm25s.tokenize(
-            [query], stopwords=BM25_STOPWORDS, stemmer=self._stemmer, return_ids=False, show_progress=False
-        )[0]
-        known = [t for t in tokens if t in self._model.vocab_dict]
+        known = [t for t in self._terms(query) if t in self._model.vocab_dict]
         if not known:
             return np.zeros(self.n_docs, dtype=np.float32)
         return np.asarray(self._model.get_scores(known), dtype=np.float32)
+
+    def coverage(self, query: str, doc: int) -> float:
+        """The share of `query`'s terms that chunk `doc` holds, each term weighted by its idf
+        (BM25's, log(1 + (N - df + 0.5) / (df + 0.5))); a term no chunk holds weighs the most.
+        0.0 for a query with no terms."""
+        terms = set(self._terms(query))
+        if self._model is None or not terms:
+            return 0.0
+        vocab, matrix = self._model.vocab_dict, self._model.scores  # CSC: a column of chunks per term
+        indptr, indices = matrix["indptr"], matrix["indices"]
+        held = total = 0.0
+        for term in terms:
+            docs = indices[indptr[vocab[term]] : indptr[vocab[term] + 1]] if term in vocab else indices[:0]
+            idf = math.log(1.0 + (self.n_docs - len(docs) + 0.5) / (len(docs) + 0.5))
+            total += idf
+            held += idf if doc in docs else 0.0
+        return held / total
 
     def save(self, directory: Path) -> list[str]:
         """Write under `directory`/bm25/; returns the file names written, relative to `directory`."""
