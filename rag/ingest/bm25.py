@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import bm25s
@@ -37,6 +38,8 @@ class BM25Index:
         self._model = model  # None when there is nothing to index (bm25s cannot index no documents)
         self.n_docs = n_docs
         self._stemmer = new_stemmer()  # PyStemmer objects are not shared across indexes
+        # A query is tokenised for its scores and again for its coverage (adaptive fusion): once.
+        self._terms = lru_cache(maxsize=256)(self._tokenize)
 
     @classmethod
     def build(cls, chunks: Sequence[Chunk]) -> BM25Index:
@@ -49,12 +52,12 @@ class BM25Index:
         model.index(tokens, show_progress=False)
         return cls(model, len(chunks))
 
-    def _terms(self, query: str) -> list[str]:
+    def _tokenize(self, query: str) -> tuple[str, ...]:
         """`query` tokenised as the chunks were: lower-cased, stopwords out, stemmed."""
         tokens = bm25s.tokenize(
             [query], stopwords=BM25_STOPWORDS, stemmer=self._stemmer, return_ids=False, show_progress=False
         )
-        return list(tokens[0])
+        return tuple(tokens[0])
 
     def scores(self, query: str) -> np.ndarray:
         """(n_docs,) float32 BM25 scores of `query`; zeros when none of its terms is indexed."""
@@ -72,15 +75,17 @@ class BM25Index:
         terms = set(self._terms(query))
         if self._model is None or not terms:
             return 0.0
-        vocab, matrix = self._model.vocab_dict, self._model.scores  # CSC: a column of chunks per term
-        indptr, indices = matrix["indptr"], matrix["indices"]
-        held = total = 0.0
-        for term in terms:
-            docs = indices[indptr[vocab[term]] : indptr[vocab[term] + 1]] if term in vocab else indices[:0]
-            idf = math.log(1.0 + (self.n_docs - len(docs) + 0.5) / (len(docs) + 0.5))
-            total += idf
-            held += idf if doc in docs else 0.0
-        return held / total
+        vocab = self._model.vocab_dict
+        # CSC: the chunks holding term t are indices[indptr[t] : indptr[t + 1]]. Plain views of the
+        # memory-mapped arrays: slicing a np.memmap costs more than the lookups themselves.
+        indptr, indices = (self._model.scores[k].view(np.ndarray) for k in ("indptr", "indices"))
+        known = np.array([vocab[t] for t in terms if t in vocab], dtype=np.int64)
+        starts, ends = indptr[known], indptr[known + 1]
+        idf = np.log1p((self.n_docs - (ends - starts) + 0.5) / (ends - starts + 0.5))
+        spans = zip(starts.tolist(), ends.tolist(), idf.tolist(), strict=True)
+        held = sum(w for s, e, w in spans if doc in indices[s:e])
+        unknown = (len(terms) - len(known)) * math.log1p((self.n_docs + 0.5) / 0.5)  # df 0
+        return float(held / (float(idf.sum()) + unknown))
 
     def save(self, directory: Path) -> list[str]:
         """Write under `directory`/bm25/; returns the file names written, relative to `directory`."""

@@ -325,8 +325,8 @@ class Retriever:
         no help from the dense signal; one worded away from the text (a paraphrase) gets it all."""
         if self.fusion != "adaptive" or mode != "hybrid" or not ids:
             return self.weights
-        best = max(ids, key=lambda i: (float(bm25[i]), -i))
-        missing = 1.0 - self.index.bm25.coverage(query, best)
+        pool = np.asarray(ids)  # sorted: a tie goes to the lower id
+        missing = 1.0 - self.index.bm25.coverage(query, int(pool[np.argmax(bm25[pool])]))
         w = self.weights
         total = w.bm25 + w.dense + w.sentence
         dense, sentence = w.dense * missing, w.sentence * missing
