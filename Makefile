@@ -56,8 +56,8 @@ EVALDIR := $(firstword $(wildcard ../shared/eval) tests/data)
 QUESTIONS := --questions $(EVALDIR)/dev.jsonl --questions $(EVALDIR)/tune.jsonl --questions tests/data/reworded.jsonl
 
 eval: setup
-	$(BIN)/rag eval $(QUESTIONS) --cv 5
-	$(BIN)/rag eval $(QUESTIONS) --cv 5 --answers
+	$(BIN)/rag eval $(QUESTIONS) --cv 5 --cv-by-set
+	$(BIN)/rag eval $(QUESTIONS) --cv 5 --cv-by-set --answers
 
 clean:
 	rm -rf $(VENV) index/current index/build-*

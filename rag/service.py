@@ -131,6 +131,7 @@ def make_retriever(settings: Settings, index: Index, embedder: Embedder) -> Retr
         index,
         embedder,
         weights=FusionWeights(bm25=1.0 - settings.dense_weight, dense=0.0, sentence=settings.dense_weight),
+        fusion=settings.fusion,
         candidates=settings.candidates,
         lanes=settings.query_lanes,
     )

@@ -59,7 +59,17 @@ class Settings(BaseSettings):
         description="What `rag serve` does with a stale or corrupt index: rebuild it, or refuse to start.",
     )
     dense_weight: float = Field(
-        0.55, ge=0.0, le=1.0, description="Weight of the dense score in fusion (BM25 gets the rest)."
+        0.55,
+        ge=0.0,
+        le=1.0,
+        description="Weight of the dense score in fusion (BM25 gets the rest); with `adaptive` fusion, "
+        "its weight for a query none of whose words BM25's best passage holds.",
+    )
+    fusion: Literal["weighted", "rrf", "adaptive"] = Field(
+        "adaptive",
+        description="How BM25 and the dense (sentence) signal are combined: `weighted` (z-scores, "
+        "RAG_DENSE_WEIGHT for dense), `rrf` (reciprocal ranks, weighted alike) or `adaptive` "
+        "(weighted, the dense share scaled per query by the query's words BM25's best passage lacks).",
     )
     candidates: int = Field(
         100, ge=10, le=5000, description="Candidates each retriever contributes before fusion."

@@ -331,9 +331,18 @@ def evaluate(
             min=2,
             max=20,
             help="Also choose settings by this many folds of cross-validation and print "
-            "their held-out figures (dense weight; with --answers, the extractive blend and threshold).",
+            "their held-out figures (fusion and dense weight; with --answers, the extractive blend and "
+            "threshold).",
         ),
     ] = None,
+    cv_by_set: Annotated[
+        bool,
+        typer.Option(
+            "--cv-by-set",
+            help="Also choose the same settings with each question file held out in turn (chosen on "
+            "the others, scored on it), and print what each held-out set got.",
+        ),
+    ] = False,
 ) -> None:
     """Retrieval figures (hybrid, BM25 alone, dense alone, and plain BM25 over 1,000-character windows)
     with 95% intervals per question kind and set, as JSON; --answers scores answers instead."""
@@ -355,9 +364,9 @@ def evaluate(
         retriever = _retriever(s)
         other = retriever_variant(settings(**changed), retriever) if changed else None
         if answers:
-            _evaluate_answers(s, retriever, qs, backend, cv, changed, options, other)
+            _evaluate_answers(s, retriever, qs, backend, (cv, cv_by_set), changed, options, other)
             return
-        report = retrieval_report(retriever, qs, cv=cv, against=other)
+        report = retrieval_report(retriever, qs, cv=cv, against=other, cv_by_set=cv_by_set)
     if per_question:
         reports = {mode: run(retriever, qs, mode) for mode in ("hybrid", "bm25", "dense")}
         table = Table("id", "kind", *reports, title="rank of the first passage holding the evidence")
@@ -470,7 +479,7 @@ def _evaluate_answers(
     retriever: Any,
     qs: Any,
     backend: str | None,
-    cv: int | None,
+    cv: tuple[int | None, bool],
     changed: dict[str, Any],
     options: dict[str, Any],
     other: Any,
@@ -483,7 +492,7 @@ def _evaluate_answers(
     if changed or options:
         s2 = settings(**changed)
         against = Answerer.for_backend(backend, s2, other or retriever, options=options or None)
-    report = answer_report(answerer, qs, cv=cv, against=against)
+    report = answer_report(answerer, qs, cv=cv[0], against=against, cv_by_set=cv[1])
     if against is not None:
         report["against_settings"] = {**changed, **options}
     sys.stdout.write(json.dumps({"answers": report}, indent=2) + "\n")

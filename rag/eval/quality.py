@@ -10,8 +10,10 @@ is arithmetic on those arrays:
 - `compare`: configuration B against A on the same questions (wins, losses, mean difference and
   its interval), so a one-question change is never read as progress;
 - `cross_validate_retrieval` / `cross_validate_answers` / `cross_validate_support`: a setting
-  chosen on k-1 folds and scored on the held-out fold, repeated over reshuffles; the figure
-  reported is the held-out one.
+  chosen on k-1 folds and scored on the held-out fold, repeated over reshuffles, or (retrieval and
+  answers) chosen on all question sets but one and scored on that one, for each set; the figure
+  reported is the held-out one;
+- `fusion_table`: every fusion cross-validation chooses among, by set and paired with BM25 alone.
 
 Not here: how a single question is scored (rag/eval/retrieval.py, rag/eval/answers.py), the
 statistics themselves (rag/eval/stats.py).
@@ -20,7 +22,7 @@ statistics themselves (rag/eval/stats.py).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,18 +30,31 @@ import numpy as np
 from rag.answer.answering import Answer, Answerer, final_answer
 from rag.answer.support import level_of, support_score, support_scorer
 from rag.backends.extractive import ExtractiveBackend
+from rag.errors import InvalidRequestError
 from rag.eval.answers import answer_outcomes, score_answers
 from rag.eval.baseline import CharWindowBM25
 from rag.eval.retrieval import KS, Question, evaluate
-from rag.eval.stats import Table, cross_validate, figure, paired
-from rag.search.retrieval import Mode, Retriever
+from rag.eval.stats import CrossValidated, Table, cross_validate, figure, paired
+from rag.search.retrieval import FUSIONS, Fusion, Mode, Retriever
 from rag.settings import Settings
 
 Outcomes = dict[str, np.ndarray]  # metric -> (n_questions,) float; NaN where the metric does not apply
 
-# Grids searched by cross-validation. Dense weight: the sentence signal's share of fusion (BM25
-# gets the rest). Answers: the extractive backend's blend and refusal threshold.
-DENSE_WEIGHTS = (0.35, 0.45, 0.55, 0.65)
+# Grids searched by cross-validation. Retrieval: how the signals are fused, and the dense (sentence)
+# signal's share (BM25 gets the rest). Answers: the extractive backend's blend and refusal threshold.
+DENSE_WEIGHTS = (0.15, 0.25, 0.35, 0.45, 0.55, 0.65)
+RRF_WEIGHTS = (0.3, 0.5)
+ADAPTIVE_WEIGHTS = (0.35, 0.55, 0.75, 1.0)  # the dense share for a query none of whose words BM25 finds
+# Simplest first, since a tie goes to the earlier: BM25 alone (dense weight 0: the dense signals
+# only bring candidates into the pool, and BM25 orders them), the z-score blend, reciprocal ranks,
+# and the blend whose dense share each query scales (see Retriever._query_weights).
+FUSION_GRID: tuple[tuple[Fusion, float], ...] = (
+    ("weighted", 0.0),
+    *(("weighted", w) for w in DENSE_WEIGHTS),
+    *(("rrf", w) for w in RRF_WEIGHTS),
+    *(("adaptive", w) for w in ADAPTIVE_WEIGHTS),
+)
+BM25_ALONE = FUSION_GRID[0]
 LEXICAL_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_SCORES = (0.25, 0.3, 0.35, 0.4, 0.45)
 MAX_REFUSED = 0.10  # answer settings may refuse at most this share of answerable training questions
@@ -115,38 +130,128 @@ def _mean(values: np.ndarray, rows: np.ndarray) -> float:
     return float(v.mean()) if len(v) else 0.0
 
 
-def _held_out(cv_outcomes: Outcomes, chosen: Iterable[tuple[Hashable, int]]) -> dict[str, Any]:
-    return {
-        "held_out": _figures(cv_outcomes),
-        "chosen": [{"setting": list(k) if isinstance(k, tuple) else k, "folds": n} for k, n in chosen],
+def _sets(questions: Sequence[Question]) -> dict[str, np.ndarray]:
+    return _groups(questions, lambda q: q.question_set)
+
+
+def set_splits(questions: Sequence[Question]) -> list[list[np.ndarray]]:
+    """One round of folds, one fold per question set: each set is held out once."""
+    sets = _sets(questions)
+    if len(sets) < 2:
+        raise InvalidRequestError(
+            f"cross-validation by set needs questions from at least two files (got {', '.join(sets)})"
+        )
+    return [list(sets.values())]
+
+
+def _name(setting: Hashable) -> Any:
+    return list(setting) if isinstance(setting, tuple) else setting
+
+
+def _held_out(
+    cv: CrossValidated, questions: Sequence[Question], by_set: bool, metrics: Sequence[str] | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "held_out": _figures(cv.held_out),
+        "chosen": [{"setting": _name(k), "folds": n} for k, n in cv.chosen.most_common()],
     }
+    if by_set:  # one fold per set, in _sets order: what was chosen without it, and how it did there
+        out["by_set"] = {
+            name: {
+                "chosen": _name(pick),
+                **{m: f for m, f in _figures(cv.held_out, rows).items() if metrics is None or m in metrics},
+            }
+            for (name, rows), pick in zip(_sets(questions).items(), cv.picks, strict=True)
+        }
+    return out
+
+
+def fusion_outcomes(retriever: Retriever, questions: Sequence[Question]) -> dict[Hashable, Outcomes]:
+    """Retrieval outcomes of every (fusion, dense weight) in FUSION_GRID; the retriever is put back."""
+    fusion, weights = retriever.fusion, retriever.weights
+    outcomes: dict[Hashable, Outcomes] = {}
+    try:
+        for name, w in FUSION_GRID:
+            retriever.fusion = name
+            retriever.weights = dataclasses.replace(weights, bm25=round(1.0 - w, 3), sentence=w)
+            outcomes[(name, w)] = retrieval_outcomes(retriever, questions)
+    finally:
+        retriever.fusion, retriever.weights = fusion, weights
+    return outcomes
+
+
+def fusion_table(outcomes: Mapping[Hashable, Outcomes], questions: Sequence[Question]) -> dict[str, Any]:
+    """hit@5 and MRR@10 of each fusion, overall and by set, paired with BM25 alone (`wins`:
+    questions the fusion ranks higher), so a fusion that helps one set and costs another shows."""
+    metrics = ("hit@5", "mrr@10")
+    groups = {"all": np.arange(len(questions)), **_sets(questions)}
+    base = outcomes[BM25_ALONE]
+    table: dict[str, Any] = {}
+    for key, out in outcomes.items():
+        fusion, w = key if isinstance(key, tuple) else (key, None)
+        table[f"{fusion} {w}"] = {
+            group: {
+                m: {
+                    **_figures({m: out[m]}, rows)[m],
+                    "paired_with_bm25_alone": compare({m: base[m][rows]}, {m: out[m][rows]})[m],
+                }
+                for m in metrics
+            }
+            for group, rows in groups.items()
+        }
+    return table
 
 
 def cross_validate_retrieval(
-    retriever: Retriever, questions: Sequence[Question], k: int = 5, repeats: int = 3
+    retriever: Retriever,
+    questions: Sequence[Question],
+    k: int = 5,
+    repeats: int = 3,
+    by_set: bool = False,
+    outcomes: Mapping[Hashable, Outcomes] | None = None,
 ) -> dict[str, Any]:
-    """Choose the dense weight on training folds (by hit@5 + MRR@10), score it on held-out ones."""
-    original = retriever.weights
-    outcomes: dict[Hashable, Outcomes] = {}
-    try:
-        for w in DENSE_WEIGHTS:
-            retriever.weights = dataclasses.replace(original, bm25=round(1.0 - w, 3), sentence=w)
-            outcomes[w] = retrieval_outcomes(retriever, questions)
-    finally:
-        retriever.weights = original
+    """Choose the fusion and dense weight (FUSION_GRID) on training folds, by hit@5 + MRR@10, and
+    score the choice on held-out ones: k random folds, or (`by_set`) each question set held out
+    in turn. `by_fusion` does the same within each fusion alone (only its weight is chosen), paired
+    with BM25 alone: what a method is worth once its weight must carry to unseen questions.
+    `outcomes` are `fusion_outcomes` already computed."""
+    table = outcomes if outcomes is not None else fusion_outcomes(retriever, questions)
+    metrics = ("hit@5", "mrr@10")
 
     def choose(out: Table, train: np.ndarray) -> Hashable:
         return max(out, key=lambda c: _mean(out[c]["hit@5"], train) + _mean(out[c]["mrr@10"], train))
 
-    cv = cross_validate(outcomes, choose, k, repeats)
-    return {"setting": "dense_weight", **_held_out(cv.held_out, cv.chosen.most_common())}
+    splits = set_splits(questions) if by_set else None
+    cv = cross_validate(table, choose, k, repeats, splits)
+    report = {"setting": ["fusion", "dense_weight"], **_held_out(cv, questions, by_set, metrics)}
+    report["by_fusion"] = {}
+    for name in FUSIONS:
+        own: dict[Hashable, Outcomes] = {
+            key: out for key, out in table.items() if isinstance(key, tuple) and key[0] == name
+        }
+        if not own:
+            continue
+        alone = cross_validate(own, choose, k, repeats, splits)
+        held = {m: alone.held_out[m] for m in metrics}
+        report["by_fusion"][name] = {
+            **_held_out(alone, questions, by_set, metrics),
+            "held_out": _figures(held),
+            "paired_with_bm25_alone": compare({m: table[BM25_ALONE][m] for m in metrics}, held),
+        }
+    return report
 
 
 def cross_validate_answers(
-    answerer: Answerer, questions: Sequence[Question], k_passages: int = 5, k: int = 5, repeats: int = 3
+    answerer: Answerer,
+    questions: Sequence[Question],
+    k_passages: int = 5,
+    k: int = 5,
+    repeats: int = 3,
+    by_set: bool = False,
 ) -> dict[str, Any]:
-    """Choose the extractive backend's (lexical_weight, min_score) on training folds and score the
-    choice on held-out ones. The rule: the highest abstention + gold rate among settings that refuse
+    """Choose the extractive backend's (lexical_weight, min_score) on training folds (k random
+    ones, or with `by_set` all question sets but one) and score the choice on the held-out
+    fold. The rule: the highest abstention + gold rate among settings that refuse
     at most MAX_REFUSED of the answerable training questions (the least refusing one if none does)."""
     prepared = [answerer.prepare(q.question, k_passages) for q in questions]
     base = answerer.backend
@@ -167,8 +272,8 @@ def cross_validate_answers(
             return min(out, key=lambda c: _mean(out[c]["refused"], train))
         return max(allowed, key=lambda c: _mean(out[c]["abstained"], train) + _mean(out[c]["gold"], train))
 
-    cv = cross_validate(outcomes, choose, k, repeats)
-    return {"setting": ["lexical_weight", "min_score"], **_held_out(cv.held_out, cv.chosen.most_common())}
+    cv = cross_validate(outcomes, choose, k, repeats, set_splits(questions) if by_set else None)
+    return {"setting": ["lexical_weight", "min_score"], **_held_out(cv, questions, by_set)}
 
 
 def cross_validate_support(
@@ -192,7 +297,7 @@ def cross_validate_support(
         return max(out, key=separation)
 
     cv = cross_validate(outcomes, choose, k, repeats)
-    held = _held_out(cv.held_out, cv.chosen.most_common())
+    held = _held_out(cv, questions, by_set=False)
     held["held_out"] = {m: held["held_out"][m] for m in ("weak_when_wrong", "weak_when_right")}
     return {"setting": ["support lexical_weight", "weak_below"], **held}
 
@@ -202,11 +307,13 @@ def retrieval_report(
     questions: Sequence[Question],
     cv: int | None = None,
     against: Retriever | None = None,
+    cv_by_set: bool = False,
 ) -> dict[str, Any]:
     """Figures for hybrid, BM25 alone and dense alone, each with intervals by kind and set, beside the
     plain-BM25 reference (paired: `wins` are questions where hybrid ranks the evidence higher);
-    with `against`, that retriever paired against this one; with `cv`, the dense weight chosen by
-    `cv`-fold cross-validation and its held-out figures."""
+    with `against`, that retriever paired against this one; with `cv` or `cv_by_set`, every fusion
+    of FUSION_GRID by set (`fusions`) and the one chosen by `cv`-fold cross-validation or with
+    each set held out in turn, with its held-out figures."""
     report: dict[str, Any] = {}
     outcomes: dict[str, Outcomes] = {}
     for mode in ("hybrid", "bm25", "dense"):
@@ -223,8 +330,15 @@ def retrieval_report(
             "hybrid": summarize(other, questions),
             "paired": compare(outcomes["hybrid"], other),  # wins: questions the other setting does better
         }
-    if cv:
-        report["cross_validated"] = cross_validate_retrieval(retriever, questions, k=cv)
+    if cv or cv_by_set:
+        fusions = fusion_outcomes(retriever, questions)
+        report["fusions"] = fusion_table(fusions, questions)
+        if cv:
+            report["cross_validated"] = cross_validate_retrieval(retriever, questions, cv, outcomes=fusions)
+        if cv_by_set:
+            report["cross_validated_by_set"] = cross_validate_retrieval(
+                retriever, questions, by_set=True, outcomes=fusions
+            )
     return report
 
 
@@ -234,11 +348,12 @@ def answer_report(
     k_passages: int = 5,
     cv: int | None = None,
     against: Answerer | None = None,
+    cv_by_set: bool = False,
 ) -> dict[str, Any]:
     """Answer figures (gold contained, refusals, abstentions, valid markers) with intervals by kind
-    and set; with `against`, another answerer paired against this one; with `cv`, the extractive
-    backend's blend and threshold, and the support threshold, chosen by cross-validation and their
-    held-out figures."""
+    and set; with `against`, another answerer paired against this one; with `cv` (k random folds)
+    or `cv_by_set` (each set held out in turn), the extractive backend's blend and threshold chosen
+    by cross-validation and their held-out figures (with `cv`, the support threshold's too)."""
     answers = [answerer.answer(q.question, k_passages) for q in questions]
     report = score_answers(answerer.backend.name, questions, answers).summary()
     outcomes = answer_outcomes(questions, answers)
@@ -250,4 +365,8 @@ def answer_report(
         report["cross_validated"] = cross_validate_answers(answerer, questions, k_passages, k=cv)
         settings = answerer.backend.settings
         report["cross_validated_support"] = cross_validate_support(questions, answers, settings, k=cv)
+    if cv_by_set:
+        report["cross_validated_by_set"] = cross_validate_answers(
+            answerer, questions, k_passages, by_set=True
+        )
     return report

@@ -1,10 +1,12 @@
-"""Statistics for evaluation: bootstrap intervals, paired comparisons and k-fold selection.
+"""Statistics for evaluation: bootstrap intervals, paired comparisons and cross-validated selection.
 
 A few dozen questions make every figure noisy, so each figure comes with a bootstrap 95% interval
 (resampling questions), two configurations are compared on the same questions (how many each wins,
 and an interval for the mean difference), and settings are chosen by k-fold cross-validation: the
 choice is made on the training folds and scored on the held-out fold, so the reported figure is one
-the choice never saw. Numpy only; nothing here knows about retrieval or answers.
+the choice never saw. Folds are random (k-fold) or given, such as one per question set: a choice
+made on two sets and scored on the third shows whether it carries to questions written otherwise.
+Numpy only; nothing here knows about retrieval or answers.
 """
 
 from __future__ import annotations
@@ -92,10 +94,11 @@ Table = Mapping[Hashable, Mapping[str, np.ndarray]]
 
 @dataclass(frozen=True)
 class CrossValidated:
-    """Held-out outcomes of a selection rule under repeated k-fold cross-validation."""
+    """Held-out outcomes of a selection rule under cross-validation."""
 
     held_out: dict[str, np.ndarray]  # metric -> per-question value, averaged over repeats
     chosen: Counter[Hashable]  # how often each configuration was chosen, over all folds
+    picks: list[Hashable]  # the configuration chosen for each held-out fold, in the splits' order
 
 
 def cross_validate(
@@ -103,23 +106,27 @@ def cross_validate(
     choose: Callable[[Table, np.ndarray], Hashable],
     k: int = 5,
     repeats: int = 3,
+    splits: Sequence[Sequence[np.ndarray]] | None = None,
 ) -> CrossValidated:
-    """Score a selection rule by k-fold cross-validation.
+    """Score a selection rule by cross-validation.
 
     Args:
         outcomes: for each configuration, metric name -> per-question values (same questions).
         choose: picks a configuration given `outcomes` and the training question indices.
         k: folds; repeats: reshuffles, averaged so one lucky split does not decide.
+        splits: the held-out folds instead, as rounds of disjoint index sets that each cover
+            every question (e.g. one round with one fold per question set).
     """
     first = next(iter(outcomes.values()))
     n = len(next(iter(first.values())))
+    rounds = [folds(n, k, seed=r) for r in range(repeats)] if splits is None else splits
     sums = {name: np.zeros(n) for name in first}
-    chosen: Counter[Hashable] = Counter()
-    for r in range(repeats):
-        for test in folds(n, k, seed=r):
+    picks: list[Hashable] = []
+    for tests in rounds:
+        for test in tests:
             train = np.setdiff1d(np.arange(n), test)
             pick = choose(outcomes, train)
-            chosen[pick] += 1
+            picks.append(pick)
             for name in sums:
                 sums[name][test] += outcomes[pick][name][test]
-    return CrossValidated({name: s / repeats for name, s in sums.items()}, chosen)
+    return CrossValidated({name: s / len(rounds) for name, s in sums.items()}, Counter(picks), picks)

@@ -16,7 +16,9 @@ Not here: fusing BM25 with the dense signals (`rag.search.retrieval`).
 from __future__ import annotations
 
 import errno
+import math
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import bm25s
@@ -37,6 +39,8 @@ class BM25Index:
         self._model = model  # None when there is nothing to index (bm25s cannot index no documents)
         self.n_docs = n_docs
         self._stemmer = new_stemmer()  # PyStemmer objects are not shared across indexes
+        # A query is tokenised for its scores and again for its coverage (adaptive fusion): once.
+        self._terms = lru_cache(maxsize=256)(self._tokenize)
 
     @classmethod
     def build(cls, chunks: Sequence[Chunk]) -> BM25Index:
@@ -49,17 +53,40 @@ class BM25Index:
         model.index(tokens, show_progress=False)
         return cls(model, len(chunks))
 
+    def _tokenize(self, query: str) -> tuple[str, ...]:
+        """`query` tokenised as the chunks were: lower-cased, stopwords out, stemmed."""
+        tokens = bm25s.tokenize(
+            [query], stopwords=BM25_STOPWORDS, stemmer=self._stemmer, return_ids=False, show_progress=False
+        )
+        return tuple(tokens[0])
+
     def scores(self, query: str) -> np.ndarray:
         """(n_docs,) float32 BM25 scores of `query`; zeros when none of its terms is indexed."""
         if self._model is None:
             return np.zeros(self.n_docs, dtype=np.float32)
-        tokens = bm25s.tokenize(
-            [query], stopwords=BM25_STOPWORDS, stemmer=self._stemmer, return_ids=False, show_progress=False
-        )[0]
-        known = [t for t in tokens if t in self._model.vocab_dict]
+        known = [t for t in self._terms(query) if t in self._model.vocab_dict]
         if not known:
             return np.zeros(self.n_docs, dtype=np.float32)
         return np.asarray(self._model.get_scores(known), dtype=np.float32)
+
+    def coverage(self, query: str, doc: int) -> float:
+        """The share of `query`'s terms that chunk `doc` holds, each term weighted by its idf
+        (BM25's, log(1 + (N - df + 0.5) / (df + 0.5))); a term no chunk holds weighs the most.
+        0.0 for a query with no terms."""
+        terms = set(self._terms(query))
+        if self._model is None or not terms:
+            return 0.0
+        vocab = self._model.vocab_dict
+        # CSC: the chunks holding term t are indices[indptr[t] : indptr[t + 1]]. Plain views of the
+        # memory-mapped arrays: slicing a np.memmap costs more than the lookups themselves.
+        indptr, indices = (self._model.scores[k].view(np.ndarray) for k in ("indptr", "indices"))
+        known = np.array([vocab[t] for t in terms if t in vocab], dtype=np.int64)
+        starts, ends = indptr[known], indptr[known + 1]
+        idf = np.log1p((self.n_docs - (ends - starts) + 0.5) / (ends - starts + 0.5))
+        spans = zip(starts.tolist(), ends.tolist(), idf.tolist(), strict=True)
+        held = sum(w for s, e, w in spans if doc in indices[s:e])
+        unknown = (len(terms) - len(known)) * math.log1p((self.n_docs + 0.5) / 0.5)  # df 0
+        return float(held / (float(idf.sum()) + unknown))
 
     def save(self, directory: Path) -> list[str]:
         """Write under `directory`/bm25/; returns the file names written, relative to `directory`."""

