@@ -11,7 +11,10 @@ names that say what they are for, so the difference is visible and deliberate:
   (what a follow-up's topic is not made of) and `ANSWER_STOPWORDS` (what an answer's match is not
   made of);
 - sentence ends: `sentence_spans` (the index's sentences and chunk packing: ``. ! ?``) and
-  `split_quotable` (the extractive answer's sentences, which also end at ``…``).
+  `split_quotable` (the extractive answer's sentences, which also end at ``…``);
+- names: `proper_names` (runs of capitalised words that name someone or something, for answers
+  to "who" questions) and `acronyms` (the initials of such runs, so "NPS" is known to name the
+  "National Probation Service").
 
 Not here: offset-keeping folding for quote attribution (`rag.search.quotes.fold`, which uses
 `QUOTE_MAP`), tokenisation for the embedding model or chunk sizes (tiktoken, in chunking).
@@ -161,3 +164,55 @@ def split_quotable(text: str) -> list[str]:
         start = match.end()
     out.append(text[start:])
     return [s.strip() for s in out if s.strip()]
+
+
+# -- names -------------------------------------------------------------------------------------
+
+# A capitalised word: "Gauke", "MTCnovo", "NPS", "Grayling’s", "E3". A name runs on through the
+# small words inside names ("Ministry of Justice", "Yorkshire and Humber").
+_CAPITALISED = r"[A-Z][\w’'&.-]*\w|[A-Z]"
+_NAME_RUN = re.compile(
+    rf"(?<![\w’'-])(?:{_CAPITALISED})(?:(?:\s+(?:of|and|for|the|&))?\s+(?:{_CAPITALISED}))*"
+)
+# What may come just before a sentence's first word (so that word is capitalised by position).
+_SENTENCE_OPENING = re.compile(r"(?:^|[.!?:;…\"“‘(*–—-])\s*$")
+# Capitalised by convention, not names.
+_NOT_NAMES = frozenset(
+    """i i'm i've i'd i'll i’m i’ve i’d i’ll january february march april may june july august
+    september october november december monday tuesday wednesday thursday friday saturday sunday""".split()
+)
+_POSSESSIVE = re.compile(r"[’']s$")
+
+
+def _is_acronym(word: str) -> bool:
+    bare = _POSSESSIVE.sub("", word).removesuffix("s")
+    return len(bare) > 1 and bare.isupper()
+
+
+def proper_names(text: str) -> list[str]:
+    """The names in `text`, in order: runs of capitalised words, less a sentence's first word
+    (capitalised by position, unless it is an acronym) and the months, days and "I"; a heading (a
+    line whose words are mostly capitalised) names nothing, since every word of it is capitalised."""
+    tokens = text.split()
+    if len(tokens) >= 3 and sum(t[:1].isupper() for t in tokens) >= 0.7 * len(tokens):
+        return []
+    out = []
+    for match in _NAME_RUN.finditer(text):
+        run = match.group(0)
+        if _SENTENCE_OPENING.search(text[: match.start()]):
+            first, _, rest = run.partition(" ")
+            run = run if _is_acronym(first) and not rest else rest.strip()
+        if any(word.lower() not in _NOT_NAMES for word in run.split()):
+            out.append(run)
+    return out
+
+
+def acronyms(text: str) -> set[str]:
+    """The initials of each run of two or more capitalised words in `text`, lower-cased:
+    "nps" for "the National Probation Service"."""
+    out = set()
+    for match in _NAME_RUN.finditer(text):
+        initials = [w[0] for w in match.group(0).split() if w[:1].isupper()]
+        if len(initials) >= 2:
+            out.add("".join(initials).lower())
+    return out

@@ -26,12 +26,23 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import Field
 
 from rag.answer.prompting import ABSTAIN, Prompt, Source
 from rag.backends.base import LLMBackend
-from rag.text import ANSWER_STOPWORDS, TERM_WORD, split_quotable, squash, stem, straighten_apostrophes
+from rag.text import (
+    ANSWER_STOPWORDS,
+    TERM_WORD,
+    acronyms,
+    proper_names,
+    split_quotable,
+    squash,
+    stem,
+    straighten_apostrophes,
+    words,
+)
 
 # "How much" asks for an amount, written with digits, a currency or a magnitude ("five years" is not one).
 _AMOUNT = re.compile(r"\d|£|\$|€|%|\bper ?cent\b|\b(million|billion|thousand|hundred|half)\b", re.IGNORECASE)
@@ -91,29 +102,111 @@ _COUNT = re.compile(
 _YEAR = re.compile(r"(19|20)\d\d")
 
 
-def answer_checks(question: str) -> list[Callable[[str], bool]]:
+# "Who" asked as a question (not "the reader who said"): at the start, after a clause's punctuation
+# ("Transforming Rehabilitation: who criticised it?") or after a preposition ("to whom").
+_WHO_QUESTION = re.compile(
+    r"(?:^|[,;:(]\s*|\b(?:to|by|from|with|for|of|at|on|against)\s+)(?:who|whom)\b", re.IGNORECASE
+)
+# People named by what they do, in the plural: "providers", "managers", "inspectors", "economists".
+_AGENTS = re.compile(r"\b[a-z]{3,}(?:ers|ors|ists|ians)\b")
+_NAME_QUESTION = re.compile(
+    r"\b(?:what|which) (?:was|is|were|are) (?:the|their|his|her) (?:\w+ )?names?\b|\bwhich named\b",
+    re.IGNORECASE,
+)
+_WHERE_QUESTION = re.compile(r"(?:^|[,;:(]\s*|\b(?:to|from)\s+)where\b", re.IGNORECASE)
+# "which" or "what" as a determiner ("which three cities", not "what did the city say").
+_WHICH = (
+    r"\b(?:which|what) (?:(?!(?:the|a|an|was|were|is|are|did|does|do|would|could|should|will|has|had|"
+    r"have|can|may|might|must|to|of|in|on|at|it|its|they|he|she|one|if|when|about|how|why|for|with|by|"
+    r"from)\b)[\w-]+ ){0,2}"
+)
+_PLACE_QUESTION = re.compile(
+    _WHICH + r"(?:venues?|places?|locations?|cit(?:y|ies)|towns?|count(?:y|ies)|countr(?:y|ies)|"
+    r"regions?|areas?|buildings?|streets?|address)\b",
+    re.IGNORECASE,
+)
+_ORGANISATION_QUESTION = re.compile(
+    _WHICH + r"(?:organi[sz]ations?|compan(?:y|ies)|firms?|providers?|bod(?:y|ies)|charit(?:y|ies)|"
+    r"unions?|departments?|agenc(?:y|ies)|operators?|councils?|trusts?|contractors?|suppliers?|"
+    r"institutions?|authorit(?:y|ies))\b",
+    re.IGNORECASE,
+)
+_LOCATIVE = re.compile(r"\b(?:in|at|near|outside|inside|opposite)\s+(?:the\s+)?$", re.IGNORECASE)
+_PLACE_WORD = re.compile(
+    r"\b(?:Street|Road|Square|House|Hall|Centre|Center|Park|Lane|Place|Avenue|Bridge|Station|Palace|"
+    r"Tower|Building|Gardens|Hotel|College|University|Church|Stadium|Arena|Theatre)\b"
+)
+_NAME_FILLERS = frozenset({"of", "and", "for", "the", "&"})
+
+AnswerType = Literal["date", "count", "amount", "who", "name", "place", "organisation"]
+ANSWER_TYPES: tuple[AnswerType, ...] = ("date", "count", "amount", "who", "name", "place", "organisation")
+
+
+def _new_names(question: str, text: str) -> list[str]:
+    """Names in `text` that `question` does not already hold (word by word, or as an acronym of
+    words it holds: "NPS" for "National Probation Service")."""
+    named = {w.lower() for w in words(question)} | acronyms(question)
+    out = []
+    for name in proper_names(text):
+        parts = [w.lower() for w in words(name.replace("’s", "").replace("'s", ""))]
+        parts = [w for w in parts if w not in _NAME_FILLERS]
+        if any(w not in named and w.removesuffix("s") not in named for w in parts):
+            out.append(name)
+    return out
+
+
+def _names_someone(question: str) -> Callable[[str], bool]:
+    asked = question.lower()
+    return lambda text: (
+        bool(_new_names(question, text)) or any(m.group(0) not in asked for m in _AGENTS.finditer(text))
+    )
+
+
+def _names_a_place(question: str) -> Callable[[str], bool]:
+    def check(text: str) -> bool:
+        for name in _new_names(question, text):
+            at = text.find(name)
+            if _PLACE_WORD.search(name) or (at >= 0 and _LOCATIVE.search(text[:at])):
+                return True
+        return False
+
+    return check
+
+
+def answer_checks(question: str, types: Sequence[str] = ANSWER_TYPES) -> list[Callable[[str], bool]]:
     """What a sentence must hold to answer `question`, worked out once per question: a date or a
-    count the question does not already hold, and for "how much" an amount. Empty for questions
-    that ask for no particular kind of thing."""
+    count the question does not already hold, for "how much" an amount, for "who" someone the
+    question does not name. Empty for questions that ask for no particular kind of thing. `types`
+    limits which kinds are checked."""
     asked = question.lower()
     checks: list[Callable[[str], bool]] = []
     if _DATE_QUESTION.search(question):
-        checks.append(lambda text: any(m.group(0).lower() not in asked for m in _DATE.finditer(text)))
+        if "date" in types:
+            checks.append(lambda text: any(m.group(0).lower() not in asked for m in _DATE.finditer(text)))
     elif is_quantity_question(question):
-        checks.append(
-            lambda text: any(
-                m.group(0).lower() not in asked and not _YEAR.fullmatch(m.group(0))
-                for m in _COUNT.finditer(text)
+        if "count" in types:
+            checks.append(
+                lambda text: any(
+                    m.group(0).lower() not in asked and not _YEAR.fullmatch(m.group(0))
+                    for m in _COUNT.finditer(text)
+                )
             )
-        )
-    if _HOW_MUCH.search(question):
+    if "amount" in types and _HOW_MUCH.search(question):
         checks.append(lambda text: bool(_AMOUNT.search(text)))
+    if "who" in types and _WHO_QUESTION.search(question):
+        checks.append(_names_someone(question))
+    if "name" in types and _NAME_QUESTION.search(question):
+        checks.append(lambda text: bool(_new_names(question, text)))
+    if "place" in types and (_WHERE_QUESTION.search(question) or _PLACE_QUESTION.search(question)):
+        checks.append(_names_a_place(question))
+    if "organisation" in types and _ORGANISATION_QUESTION.search(question):
+        checks.append(lambda text: bool(_new_names(question, text)))
     return checks
 
 
-def gives_answer_type(question: str, text: str) -> bool:
+def gives_answer_type(question: str, text: str, types: Sequence[str] = ANSWER_TYPES) -> bool:
     """True when `text` holds what `question` asks for (see `answer_checks`)."""
-    return all(check(text) for check in answer_checks(question))
+    return all(check(text) for check in answer_checks(question, types))
 
 
 def similarity(text: str, sentences: Sequence[tuple[str, float]]) -> float | None:
@@ -160,6 +253,10 @@ class ExtractiveBackend(LLMBackend):
         relative: float = Field(
             0.8, ge=0.0, le=1.0, description="Later sentences must score this share of the best."
         )
+        answer_types: tuple[AnswerType, ...] = Field(
+            ("date", "count", "amount"),
+            description="Kinds of thing a quoted sentence must hold when the question asks for one.",
+        )
 
     options: Options
 
@@ -178,7 +275,7 @@ class ExtractiveBackend(LLMBackend):
                 total += 1
         weight = {t: math.log(1 + (total + 1) / (df[t] + 1)) for t in wanted}
         norm = sum(weight.values()) or 1.0
-        checks = answer_checks(question)
+        checks = answer_checks(question, self.options.answer_types)
         out: list[Candidate] = []
         for rank, (source, sents) in enumerate(sentences):
             if _INJECTION.search(" ".join(source.chunk.text.split())):
