@@ -182,6 +182,9 @@ _NOT_NAMES = frozenset(
     september october november december monday tuesday wednesday thursday friday saturday sunday""".split()
 )
 _POSSESSIVE = re.compile(r"[’']s$")
+_WORD_WITH_LETTER = re.compile(r"[^\W\d_][\w’'-]*")
+# Words a title leaves in lower case ("Pick of the Week 7").
+_TITLE_SMALL_WORDS = frozenset("a an and as at but by for from in into of on or the to with".split())
 
 
 def _is_acronym(word: str) -> bool:
@@ -191,10 +194,11 @@ def _is_acronym(word: str) -> bool:
 
 def proper_names(text: str) -> list[str]:
     """The names in `text`, in order: runs of capitalised words, less a sentence's first word
-    (capitalised by position, unless it is an acronym) and the months, days and "I"; a heading (a
-    line whose words are mostly capitalised) names nothing, since every word of it is capitalised."""
-    tokens = text.split()
-    if len(tokens) >= 3 and sum(t[:1].isupper() for t in tokens) >= 0.7 * len(tokens):
+    (capitalised by position, unless it is an acronym) and the months, days and "I". A heading (every
+    word capitalised but the small ones: "Why David Gauke Deserves Two Cheers") names nothing, since
+    it capitalises every word."""
+    lower = [t for t in _WORD_WITH_LETTER.findall(text) if not t[:1].isupper()]
+    if len(text.split()) >= 3 and all(t.lower() in _TITLE_SMALL_WORDS for t in lower):
         return []
     out = []
     for match in _NAME_RUN.finditer(text):
@@ -208,11 +212,16 @@ def proper_names(text: str) -> list[str]:
 
 
 def acronyms(text: str) -> set[str]:
-    """The initials of each run of two or more capitalised words in `text`, lower-cased:
-    "nps" for "the National Probation Service"."""
+    """What each run of two or more capitalised words in `text` is abbreviated to, lower-cased:
+    "nps" for "National Probation Service", "moj" (and "mj") for "Ministry of Justice", "hmps" for
+    "HM Prison Service". A run joined by "and" is also taken part by part."""
     out = set()
     for match in _NAME_RUN.finditer(text):
-        initials = [w[0] for w in match.group(0).split() if w[:1].isupper()]
-        if len(initials) >= 2:
-            out.add("".join(initials).lower())
+        for part in [match.group(0), *re.split(r"\s+(?:and|&)\s+", match.group(0))]:
+            tokens = part.split()
+            if sum(t[:1].isupper() for t in tokens) < 2:
+                continue
+            capitals = [t.lower() if _is_acronym(t) else t[0].lower() for t in tokens if t[:1].isupper()]
+            out.add("".join(capitals))
+            out.add("".join(t.lower() if _is_acronym(t) else t[0].lower() for t in tokens))
     return out

@@ -8,12 +8,15 @@ sentence that is itself a question, or too short to say anything, is scored lowe
 one is a heading or a question ("Will staff be made redundant?") the sentence that follows it,
 which usually holds the answer, is taken with it. A question that asks for a quantity ("how
 many", "what share", "how much") only accepts sentences holding a number it does not already hold
-(a year is not a count), and one that asks for a date ("when did", "in what year") only sentences
-holding a date or a year it does not already hold: an on-topic sentence without the kind of thing
-asked for is no answer, and quoting it would answer a question the archive cannot.
+(a year is not a count), one that asks for a date ("when did", "in what year") only sentences
+holding a date or a year it does not already hold, and one that asks "who" only sentences naming
+someone it does not name (a name, or people by what they do: "providers"): an on-topic sentence
+without the kind of thing asked for is no answer, and quoting it would answer a question the
+archive cannot. Places and organisations were tried the same way and cost gold answers (README,
+"What changed, and what did not help").
 
-It abstains with `ABSTAIN` when no sentence reaches `min_score` or none holds what a quantity or
-date question asks for. `lexical_weight` and `min_score` were chosen by cross-validation over every
+It abstains with `ABSTAIN` when no sentence reaches `min_score` or none holds what a quantity,
+date or "who" question asks for. `lexical_weight` and `min_score` were chosen by cross-validation over every
 question set (`rag eval --answers --cv 5`, see README). Sentences that read as
 instructions to an AI ("ignore previous instructions"), and the rest of a passage holding one, are
 never quoted.
@@ -109,37 +112,10 @@ _WHO_QUESTION = re.compile(
 )
 # People named by what they do, in the plural: "providers", "managers", "inspectors", "economists".
 _AGENTS = re.compile(r"\b[a-z]{3,}(?:ers|ors|ists|ians)\b")
-_NAME_QUESTION = re.compile(
-    r"\b(?:what|which) (?:was|is|were|are) (?:the|their|his|her) (?:\w+ )?names?\b|\bwhich named\b",
-    re.IGNORECASE,
-)
-_WHERE_QUESTION = re.compile(r"(?:^|[,;:(]\s*|\b(?:to|from)\s+)where\b", re.IGNORECASE)
-# "which" or "what" as a determiner ("which three cities", not "what did the city say").
-_WHICH = (
-    r"\b(?:which|what) (?:(?!(?:the|a|an|was|were|is|are|did|does|do|would|could|should|will|has|had|"
-    r"have|can|may|might|must|to|of|in|on|at|it|its|they|he|she|one|if|when|about|how|why|for|with|by|"
-    r"from)\b)[\w-]+ ){0,2}"
-)
-_PLACE_QUESTION = re.compile(
-    _WHICH + r"(?:venues?|places?|locations?|cit(?:y|ies)|towns?|count(?:y|ies)|countr(?:y|ies)|"
-    r"regions?|areas?|buildings?|streets?|address)\b",
-    re.IGNORECASE,
-)
-_ORGANISATION_QUESTION = re.compile(
-    _WHICH + r"(?:organi[sz]ations?|compan(?:y|ies)|firms?|providers?|bod(?:y|ies)|charit(?:y|ies)|"
-    r"unions?|departments?|agenc(?:y|ies)|operators?|councils?|trusts?|contractors?|suppliers?|"
-    r"institutions?|authorit(?:y|ies))\b",
-    re.IGNORECASE,
-)
-_LOCATIVE = re.compile(r"\b(?:in|at|near|outside|inside|opposite)\s+(?:the\s+)?$", re.IGNORECASE)
-_PLACE_WORD = re.compile(
-    r"\b(?:Street|Road|Square|House|Hall|Centre|Center|Park|Lane|Place|Avenue|Bridge|Station|Palace|"
-    r"Tower|Building|Gardens|Hotel|College|University|Church|Stadium|Arena|Theatre)\b"
-)
 _NAME_FILLERS = frozenset({"of", "and", "for", "the", "&"})
 
-AnswerType = Literal["date", "count", "amount", "who", "name", "place", "organisation"]
-ANSWER_TYPES: tuple[AnswerType, ...] = ("date", "count", "amount", "who", "name", "place", "organisation")
+AnswerType = Literal["date", "count", "amount", "who"]
+ANSWER_TYPES: tuple[AnswerType, ...] = ("date", "count", "amount", "who")
 
 
 def _new_names(question: str, text: str) -> list[str]:
@@ -148,8 +124,7 @@ def _new_names(question: str, text: str) -> list[str]:
     named = {w.lower() for w in words(question)} | acronyms(question)
     out = []
     for name in proper_names(text):
-        parts = [w.lower() for w in words(name.replace("’s", "").replace("'s", ""))]
-        parts = [w for w in parts if w not in _NAME_FILLERS]
+        parts = [w for w in words(name.lower().replace("’s", "").replace("'s", "")) if w not in _NAME_FILLERS]
         if any(w not in named and w.removesuffix("s") not in named for w in parts):
             out.append(name)
     return out
@@ -160,17 +135,6 @@ def _names_someone(question: str) -> Callable[[str], bool]:
     return lambda text: (
         bool(_new_names(question, text)) or any(m.group(0) not in asked for m in _AGENTS.finditer(text))
     )
-
-
-def _names_a_place(question: str) -> Callable[[str], bool]:
-    def check(text: str) -> bool:
-        for name in _new_names(question, text):
-            at = text.find(name)
-            if _PLACE_WORD.search(name) or (at >= 0 and _LOCATIVE.search(text[:at])):
-                return True
-        return False
-
-    return check
 
 
 def answer_checks(question: str, types: Sequence[str] = ANSWER_TYPES) -> list[Callable[[str], bool]]:
@@ -195,12 +159,6 @@ def answer_checks(question: str, types: Sequence[str] = ANSWER_TYPES) -> list[Ca
         checks.append(lambda text: bool(_AMOUNT.search(text)))
     if "who" in types and _WHO_QUESTION.search(question):
         checks.append(_names_someone(question))
-    if "name" in types and _NAME_QUESTION.search(question):
-        checks.append(lambda text: bool(_new_names(question, text)))
-    if "place" in types and (_WHERE_QUESTION.search(question) or _PLACE_QUESTION.search(question)):
-        checks.append(_names_a_place(question))
-    if "organisation" in types and _ORGANISATION_QUESTION.search(question):
-        checks.append(lambda text: bool(_new_names(question, text)))
     return checks
 
 
@@ -254,7 +212,7 @@ class ExtractiveBackend(LLMBackend):
             0.8, ge=0.0, le=1.0, description="Later sentences must score this share of the best."
         )
         answer_types: tuple[AnswerType, ...] = Field(
-            ("date", "count", "amount"),
+            ANSWER_TYPES,
             description="Kinds of thing a quoted sentence must hold when the question asks for one.",
         )
 

@@ -98,11 +98,19 @@ def test_extractive_quantity_question_needs_a_number(backend: ExtractiveBackend)
         ("How many of the 21 companies failed?", "All 21 companies were private.", False),
         ("How many of the 21 companies failed?", "Eight of the 21 companies failed.", True),
         ("What share of requests were completed?", "Only 43 per cent were completed.", True),
-        ("Who wrote the article?", "Nobody knows.", True),  # no type asked for: no constraint
+        ("Why did the article fail?", "Nobody knows.", True),  # no type asked for: no constraint
+        ("Who wrote the article?", "Nobody knows.", False),
+        ("Who wrote the article?", "It was written by Tom Sasse last year.", True),
+        ("Who wrote the article?", "Rather clumsy, it was.", False),  # a sentence's first word is no name
+        ("Who runs the National Probation Service?", "The NPS runs itself.", False),  # its acronym
+        ("Who did the teams bring together?", "Teams include police and treatment providers.", True),
+        ("Transforming Rehabilitation: who criticised it?", "Transforming Rehabilitation was bold.", False),
+        ("Transforming Rehabilitation: who criticised it?", "Mr Grayling's strategy failed.", True),
+        ("What did the reader who quit say?", "It was awful.", True),  # "who" here asks nothing
         ("When the first commenter was asked, what did the reply quote?", "The reply quoted a rule.", True),
     ],
 )
-def test_gives_answer_type_wants_a_new_date_or_count(question: str, text: str, expected: bool) -> None:
+def test_gives_answer_type_wants_a_new_date_count_or_name(question: str, text: str, expected: bool) -> None:
     assert gives_answer_type(question, text) is expected
 
 
@@ -111,6 +119,14 @@ def test_extractive_date_question_abstains_without_a_date(backend: ExtractiveBac
     assert answer(backend, "In what year did Kirsty Blair first join MTC?", undated) == ABSTAIN
     dated = "Kirsty Blair first joined MTC in 2015 as a director."
     assert "2015" in answer(backend, "In what year did Kirsty Blair first join MTC?", undated, dated)
+
+
+def test_extractive_who_question_quotes_a_sentence_naming_someone(backend: ExtractiveBackend) -> None:
+    question = "Who criticised Transforming Rehabilitation?"
+    nameless = "Transforming Rehabilitation was criticised and the criticism was fair and widely shared."
+    assert answer(backend, question, nameless) == ABSTAIN
+    named = "Transforming Rehabilitation was criticised by the National Audit Office as rushed."
+    assert answer(backend, question, nameless, named) == f"{named} [2]"
 
 
 def test_extractive_how_much_needs_an_amount(backend: ExtractiveBackend) -> None:
