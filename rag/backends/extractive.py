@@ -33,6 +33,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from rag.answer import archive
 from rag.answer.prompting import ABSTAIN, Prompt, Source
 from rag.backends.base import LLMBackend
 from rag.text import (
@@ -211,6 +212,11 @@ class ExtractiveBackend(LLMBackend):
         relative: float = Field(
             0.8, ge=0.0, le=1.0, description="Later sentences must score this share of the best."
         )
+        archive_questions: bool = Field(
+            True,
+            description="Answer questions about the archive itself (when a post was published, how many "
+            "comments it has, which post discusses something) from its metadata.",
+        )
         answer_types: tuple[AnswerType, ...] = Field(
             ANSWER_TYPES,
             description="Kinds of thing a quoted sentence must hold when the question asks for one.",
@@ -262,8 +268,9 @@ class ExtractiveBackend(LLMBackend):
         out.sort(key=lambda c: (-c.score, len(c.text)))  # on a tie, the tighter quote
         return out
 
-    def choose(self, question: str, passages: Sequence[Source]) -> list[Candidate]:
-        """The sentences to quote, in the order they are cited; empty means abstain."""
+    def choose(self, question: str, passages: Sequence[Source], per_post: bool = False) -> list[Candidate]:
+        """The sentences to quote, in the order they are cited; empty means abstain. With
+        `per_post`, at most one sentence from each post."""
         ranked = self.rank(question, passages)
         if not ranked or ranked[0].score < self.options.min_score:
             return []
@@ -274,10 +281,40 @@ class ExtractiveBackend(LLMBackend):
                 break
             if any(c.text in d.text or d.text in c.text for d in chosen):
                 continue
+            if per_post and any(c.source.chunk.document_id == d.source.chunk.document_id for d in chosen):
+                continue
             chosen.append(c)
         return chosen
 
+    def about_the_archive(self, asked: archive.ArchiveQuestion, passages: Sequence[Source]) -> str | None:
+        """The answer to a question about the archive itself, from the passages' post metadata; None
+        when the passages do not hold the post it names (the question is then answered as any other)."""
+        if asked.kind == "which_post":
+            posts: dict[str, Candidate] = {}  # the best sentence of each post, best post first
+            for c in self.choose(asked.topic, passages, per_post=True):
+                posts.setdefault(c.source.chunk.document_id, c)
+            if not posts:
+                return ABSTAIN
+            return " ".join(
+                f"{archive.discussed_in(c.source.chunk.title, c.source.chunk.date, c.text)} [{c.source.n}]"
+                for c in posts.values()
+            )
+        post = next((s for s in passages if s.chunk.document_id == asked.document_id), None)
+        if post is None:
+            return None
+        title = post.chunk.title
+        if asked.kind == "published":
+            return f"{archive.published(title, post.chunk.date)} [{post.n}]"
+        if post.post is None:
+            return None
+        return f"{archive.comment_count(title, post.post.comments, post.post.replies)} [{post.n}]"
+
     def generate(self, prompt: Prompt, passages: Sequence[Source]) -> Iterator[str]:
+        if prompt.archive is not None and self.options.archive_questions:
+            text = self.about_the_archive(prompt.archive, passages)
+            if text is not None:
+                yield text
+                return
         chosen = self.choose(prompt.question, passages)
         if not chosen:
             yield ABSTAIN
