@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from rag.answer.answering import Answerer
-from rag.answer.prompting import ABSTAIN, Source, build_prompt
+from rag.answer.archive import ArchiveQuestion
+from rag.answer.prompting import ABSTAIN, PostFacts, Source, build_prompt
 from rag.backends.extractive import (
     ExtractiveBackend,
     gives_answer_type,
@@ -127,6 +128,53 @@ def test_extractive_who_question_quotes_a_sentence_naming_someone(backend: Extra
     assert answer(backend, question, nameless) == ABSTAIN
     named = "Transforming Rehabilitation was criticised by the National Audit Office as rushed."
     assert answer(backend, question, nameless, named) == f"{named} [2]"
+
+
+def test_extractive_answers_questions_about_a_post_from_its_metadata(backend: ExtractiveBackend) -> None:
+    post = Source(
+        1, chunk("Yesterday saw the publication of the annual report.", 1, kind="post"), post=PostFacts(5, 6)
+    )
+    other = Source(2, chunk("Nothing to see here at all, really.", 2))
+
+    def ask(asked: ArchiveQuestion, *sources: Source) -> str:
+        prompt = build_prompt("a question about a post", sources, archive=asked)
+        return "".join(backend.generate(prompt, sources))
+
+    assert ask(ArchiveQuestion("published", "doc"), other, post) == (
+        "“A <b>title</b>” was published on 4 December 2020. [2]"  # the passage of the post
+    )
+    assert (
+        ask(ArchiveQuestion("comments", "doc"), post)
+        == "“A <b>title</b>” has 5 comments and 6 replies to them. [1]"
+    )
+    # a post none of the passages comes from: answered as any other question (here: abstains)
+    assert ask(ArchiveQuestion("published", "elsewhere"), post) == ABSTAIN
+    no_metadata = ExtractiveBackend(
+        backend.settings, backend.options.model_copy(update={"archive_questions": False})
+    )
+    prompt = build_prompt("a question about a post", [post], archive=ArchiveQuestion("comments", "doc"))
+    assert "".join(no_metadata.generate(prompt, [post])) == ABSTAIN
+
+
+def test_extractive_which_post_names_the_posts_with_their_best_sentence(backend: ExtractiveBackend) -> None:
+    texts = [
+        "Pay progression was promised to staff and never paid.",
+        "The weather in Leeds was poor all week.",
+    ]
+    sources = [Source(i, chunk(t, i)) for i, t in enumerate(texts, start=1)]
+    asked = ArchiveQuestion("which_post", topic="pay progression")
+    text = "".join(
+        backend.generate(
+            build_prompt("Which post discusses pay progression?", sources, archive=asked), sources
+        )
+    )
+    assert (
+        text
+        == "“A <b>title</b>” (4 December 2020): Pay progression was promised to staff and never paid. [1]"
+    )
+    asked = ArchiveQuestion("which_post", topic="the colour of the Moon")
+    prompt = build_prompt("Which post discusses the colour of the Moon?", sources, archive=asked)
+    assert "".join(backend.generate(prompt, sources)) == ABSTAIN
 
 
 def test_extractive_how_much_needs_an_amount(backend: ExtractiveBackend) -> None:
