@@ -16,10 +16,11 @@ archive cannot. Places and organisations were tried the same way and cost gold a
 "What changed, and what did not help").
 
 It abstains with `ABSTAIN` when no sentence reaches `min_score` or none holds what a quantity,
-date or "who" question asks for. `lexical_weight` and `min_score` were chosen by cross-validation over every
-question set (`rag eval --answers --cv 5`, see README). Sentences that read as
-instructions to an AI ("ignore previous instructions"), and the rest of a passage holding one, are
-never quoted.
+date or "who" question asks for. `lexical_weight` and `min_score` were chosen by cross-validation
+over every question set (`rag eval --answers --cv 5`, see README). A question about the archive
+itself ("When was End of an Era published?", see rag/answer/archive.py) is answered from the
+passages' post metadata instead. Sentences that read as instructions to an AI ("ignore previous
+instructions"), and the rest of a passage holding one, are never quoted.
 """
 
 from __future__ import annotations
