@@ -212,7 +212,8 @@ class Answerer:
         published?") gets that post's opening passage first, so the answer can cite the post."""
         query = rewrite_query(question, history)
         index = self.retriever.index
-        archive = archive_question(question, {d.id: d.title for d in index.documents.values()}, history)
+        # The rewritten query, so "which post discusses that?" knows what "that" was.
+        archive = archive_question(query, {d.id: d.title for d in index.documents.values()}, history)
         hits = self.retriever.search(query, k, filters)
         if archive is not None and archive.document_id is not None:
             hits = _post_first(index, hits, archive.document_id, filters, k)
