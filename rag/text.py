@@ -11,7 +11,10 @@ names that say what they are for, so the difference is visible and deliberate:
   (what a follow-up's topic is not made of) and `ANSWER_STOPWORDS` (what an answer's match is not
   made of);
 - sentence ends: `sentence_spans` (the index's sentences and chunk packing: ``. ! ?``) and
-  `split_quotable` (the extractive answer's sentences, which also end at ``…``).
+  `split_quotable` (the extractive answer's sentences, which also end at ``…``);
+- names: `proper_names` (runs of capitalised words that name someone or something, for answers
+  to "who" questions) and `acronyms` (the initials of such runs, so "NPS" is known to name the
+  "National Probation Service").
 
 Not here: offset-keeping folding for quote attribution (`rag.search.quotes.fold`, which uses
 `QUOTE_MAP`), tokenisation for the embedding model or chunk sizes (tiktoken, in chunking).
@@ -161,3 +164,64 @@ def split_quotable(text: str) -> list[str]:
         start = match.end()
     out.append(text[start:])
     return [s.strip() for s in out if s.strip()]
+
+
+# -- names -------------------------------------------------------------------------------------
+
+# A capitalised word: "Gauke", "MTCnovo", "NPS", "Grayling’s", "E3". A name runs on through the
+# small words inside names ("Ministry of Justice", "Yorkshire and Humber").
+_CAPITALISED = r"[A-Z][\w’'&.-]*\w|[A-Z]"
+_NAME_RUN = re.compile(
+    rf"(?<![\w’'-])(?:{_CAPITALISED})(?:(?:\s+(?:of|and|for|the|&))?\s+(?:{_CAPITALISED}))*"
+)
+# What may come just before a sentence's first word (so that word is capitalised by position).
+_SENTENCE_OPENING = re.compile(r"(?:^|[.!?:;…\"“‘(*–—-])\s*$")
+# Capitalised by convention, not names.
+_NOT_NAMES = frozenset(
+    """i i'm i've i'd i'll i’m i’ve i’d i’ll january february march april may june july august
+    september october november december monday tuesday wednesday thursday friday saturday sunday""".split()
+)
+_POSSESSIVE = re.compile(r"[’']s$")
+_WORD_WITH_LETTER = re.compile(r"[^\W\d_][\w’'-]*")
+# Words a title leaves in lower case ("Pick of the Week 7").
+_TITLE_SMALL_WORDS = frozenset("a an and as at but by for from in into of on or the to with".split())
+
+
+def _is_acronym(word: str) -> bool:
+    bare = _POSSESSIVE.sub("", word).removesuffix("s")
+    return len(bare) > 1 and bare.isupper()
+
+
+def proper_names(text: str) -> list[str]:
+    """The names in `text`, in order: runs of capitalised words, less a sentence's first word
+    (capitalised by position, unless it is an acronym) and the months, days and "I". A heading (every
+    word capitalised but the small ones: "Why David Gauke Deserves Two Cheers") names nothing, since
+    it capitalises every word."""
+    lower = [t for t in _WORD_WITH_LETTER.findall(text) if not t[:1].isupper()]
+    if len(text.split()) >= 3 and all(t.lower() in _TITLE_SMALL_WORDS for t in lower):
+        return []
+    out = []
+    for match in _NAME_RUN.finditer(text):
+        run = match.group(0)
+        if _SENTENCE_OPENING.search(text[: match.start()]):
+            first, _, rest = run.partition(" ")
+            run = run if _is_acronym(first) and not rest else rest.strip()
+        if any(word.lower() not in _NOT_NAMES for word in run.split()):
+            out.append(run)
+    return out
+
+
+def acronyms(text: str) -> set[str]:
+    """What each run of two or more capitalised words in `text` is abbreviated to, lower-cased:
+    "nps" for "National Probation Service", "moj" (and "mj") for "Ministry of Justice", "hmps" for
+    "HM Prison Service". A run joined by "and" is also taken part by part."""
+    out = set()
+    for match in _NAME_RUN.finditer(text):
+        for part in [match.group(0), *re.split(r"\s+(?:and|&)\s+", match.group(0))]:
+            tokens = part.split()
+            if sum(t[:1].isupper() for t in tokens) < 2:
+                continue
+            capitals = [t.lower() if _is_acronym(t) else t[0].lower() for t in tokens if t[:1].isupper()]
+            out.add("".join(capitals))
+            out.add("".join(t.lower() if _is_acronym(t) else t[0].lower() for t in tokens))
+    return out

@@ -46,3 +46,25 @@ def test_stopword_lists_and_stemmer() -> None:
     assert "commenters" in text.FOLLOW_UP_STOPWORDS and "commenters" in text.ANSWER_STOPWORDS
     assert "people" in text.FOLLOW_UP_STOPWORDS and "people" not in text.ANSWER_STOPWORDS
     assert text.stem("sentencing") == text.new_stemmer().stemWord("sentencing") == "sentenc"
+
+
+@pytest.mark.parametrize(
+    "raw,names",
+    [
+        ("Here's Rob Allen's view of the Ministry of Justice.", ["Rob Allen's", "Ministry of Justice"]),
+        ("Even the head of NPS is a former prison governor.", ["NPS"]),
+        ("NPS does probation work.", ["NPS"]),  # an acronym opening a sentence is still a name
+        ("Grayling said so. Sodexo agreed.", []),  # so is a sentence's first word, by position
+        ("In May I met Mr Grayling.", ["Mr Grayling"]),
+        ("Sentence Planning: Why David Gauke Deserves Two Cheers", []),  # a heading
+        ("", []),
+    ],
+)
+def test_proper_names_are_capitalised_runs_not_opening_a_sentence(raw: str, names: list[str]) -> None:
+    assert text.proper_names(raw) == names
+
+
+def test_acronyms_are_initials_of_capitalised_runs() -> None:
+    found = text.acronyms("Who heads the National Probation Service and HM Prison Service?")
+    assert {"nps", "hmps"} <= found
+    assert "moj" in text.acronyms("the Ministry of Justice")

@@ -26,14 +26,17 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag.answer.prompting import ABSTAIN, Prompt, Source, build_prompt
+from rag.answer.archive import archive_question
+from rag.answer.prompting import ABSTAIN, PostFacts, Prompt, Source, build_prompt
 from rag.answer.rewrite import rewrite_query
 from rag.answer.support import Support, measure_support, support_scorer
 from rag.backends import Registry, create_backend
 from rag.backends.base import LLMBackend
 from rag.backends.extractive import ExtractiveBackend
 from rag.errors import BackendError
-from rag.search.retrieval import Filters, Retriever
+from rag.ingest.chunking import Chunk
+from rag.ingest.index import Index
+from rag.search.retrieval import Filters, Hit, Retriever
 from rag.settings import Settings
 from rag.text import straighten_apostrophes
 
@@ -136,6 +139,25 @@ def is_abstention(text: str) -> bool:
     return folded.startswith(ABSTAIN.lower().rstrip(".")) or not folded
 
 
+def _post_facts(index: Index, chunk: Chunk) -> PostFacts | None:
+    doc = index.documents.get(chunk.document_id)
+    return PostFacts(len(doc.comments), len(doc.replies)) if doc is not None else None
+
+
+def _post_first(
+    index: Index, hits: list[Hit], document_id: str, filters: Filters | None, k: int
+) -> list[Hit]:
+    """`hits` with the opening passage of the post's body first (when the filters allow it)."""
+    body = [c for c in index.chunks if c.document_id == document_id and c.kind == "post"]
+    if not body:
+        return hits
+    opening = min(body, key=lambda c: c.start)
+    if filters is not None and not filters.allows(opening):
+        return hits
+    score = next((h.score for h in hits if h.chunk.id == opening.id), 0.0)
+    return [Hit(opening, score), *(h for h in hits if h.chunk.id != opening.id)][:k]
+
+
 class Answerer:
     """Answers questions with `backend` over `retriever`; falls back to `fallback` (extractive)."""
 
@@ -187,14 +209,30 @@ class Answerer:
         filters: Filters | None = None,
         history: Sequence[str] = (),
     ) -> Prepared:
-        """Rewrite a follow-up, retrieve and build the prompt (raises before any text is produced)."""
+        """Rewrite a follow-up, retrieve and build the prompt (raises before any text is produced).
+
+        A question about the archive itself that names a post ("When was End of an Era
+        published?") gets that post's opening passage first, so the answer can cite the post."""
         query = rewrite_query(question, history)
+        index = self.retriever.index
+        # The rewritten query, so "which post discusses that?" knows what "that" was.
+        archive = archive_question(query, {d.id: d.title for d in index.documents.values()}, history)
         hits = self.retriever.search(query, k, filters)
+        if archive is not None and archive.document_id is not None:
+            hits = _post_first(index, hits, archive.document_id, filters, k)
         sources = [
-            Source(i, h.chunk, h.score, tuple(self.retriever.sentence_scores(query, h.chunk)))
+            Source(
+                i,
+                h.chunk,
+                h.score,
+                tuple(self.retriever.sentence_scores(query, h.chunk)),
+                _post_facts(index, h.chunk),
+            )
             for i, h in enumerate(hits, start=1)
         ]
-        prompt = build_prompt(query, sources, original_question=question if query != question else None)
+        prompt = build_prompt(
+            query, sources, original_question=question if query != question else None, archive=archive
+        )
         return Prepared(query, sources, prompt, time.perf_counter())
 
     def stream(

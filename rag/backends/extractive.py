@@ -8,15 +8,19 @@ sentence that is itself a question, or too short to say anything, is scored lowe
 one is a heading or a question ("Will staff be made redundant?") the sentence that follows it,
 which usually holds the answer, is taken with it. A question that asks for a quantity ("how
 many", "what share", "how much") only accepts sentences holding a number it does not already hold
-(a year is not a count), and one that asks for a date ("when did", "in what year") only sentences
-holding a date or a year it does not already hold: an on-topic sentence without the kind of thing
-asked for is no answer, and quoting it would answer a question the archive cannot.
+(a year is not a count), one that asks for a date ("when did", "in what year") only sentences
+holding a date or a year it does not already hold, and one that asks "who" only sentences naming
+someone it does not name (a name, or people by what they do: "providers"): an on-topic sentence
+without the kind of thing asked for is no answer, and quoting it would answer a question the
+archive cannot. Places and organisations were tried the same way and cost gold answers (README,
+"What changed, and what did not help").
 
-It abstains with `ABSTAIN` when no sentence reaches `min_score` or none holds what a quantity or
-date question asks for. `lexical_weight` and `min_score` were chosen by cross-validation over every
-question set (`rag eval --answers --cv 5`, see README). Sentences that read as
-instructions to an AI ("ignore previous instructions"), and the rest of a passage holding one, are
-never quoted.
+It abstains with `ABSTAIN` when no sentence reaches `min_score` or none holds what a quantity,
+date or "who" question asks for. `lexical_weight` and `min_score` were chosen by cross-validation
+over every question set (`rag eval --answers --cv 5`, see README). A question about the archive
+itself ("When was End of an Era published?", see rag/answer/archive.py) is answered from the
+passages' post metadata instead. Sentences that read as instructions to an AI ("ignore previous
+instructions"), and the rest of a passage holding one, are never quoted.
 """
 
 from __future__ import annotations
@@ -26,12 +30,24 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import Field
 
+from rag.answer import archive
 from rag.answer.prompting import ABSTAIN, Prompt, Source
 from rag.backends.base import LLMBackend
-from rag.text import ANSWER_STOPWORDS, TERM_WORD, split_quotable, squash, stem, straighten_apostrophes
+from rag.text import (
+    ANSWER_STOPWORDS,
+    TERM_WORD,
+    acronyms,
+    proper_names,
+    split_quotable,
+    squash,
+    stem,
+    straighten_apostrophes,
+    words,
+)
 
 # "How much" asks for an amount, written with digits, a currency or a magnitude ("five years" is not one).
 _AMOUNT = re.compile(r"\d|£|\$|€|%|\bper ?cent\b|\b(million|billion|thousand|hundred|half)\b", re.IGNORECASE)
@@ -91,29 +107,66 @@ _COUNT = re.compile(
 _YEAR = re.compile(r"(19|20)\d\d")
 
 
-def answer_checks(question: str) -> list[Callable[[str], bool]]:
+# "Who" asked as a question (not "the reader who said"): at the start, after a clause's punctuation
+# ("Transforming Rehabilitation: who criticised it?") or after a preposition ("to whom").
+_WHO_QUESTION = re.compile(
+    r"(?:^|[,;:(]\s*|\b(?:to|by|from|with|for|of|at|on|against)\s+)(?:who|whom)\b", re.IGNORECASE
+)
+# People named by what they do, in the plural: "providers", "managers", "inspectors", "economists".
+_AGENTS = re.compile(r"\b[a-z]{3,}(?:ers|ors|ists|ians)\b")
+_NAME_FILLERS = frozenset({"of", "and", "for", "the", "&"})
+
+AnswerType = Literal["date", "count", "amount", "who"]
+ANSWER_TYPES: tuple[AnswerType, ...] = ("date", "count", "amount", "who")
+
+
+def _new_names(question: str, text: str) -> list[str]:
+    """Names in `text` that `question` does not already hold (word by word, or as an acronym of
+    words it holds: "NPS" for "National Probation Service")."""
+    named = {w.lower() for w in words(question)} | acronyms(question)
+    out = []
+    for name in proper_names(text):
+        parts = [w for w in words(name.lower().replace("’s", "").replace("'s", "")) if w not in _NAME_FILLERS]
+        if any(w not in named and w.removesuffix("s") not in named for w in parts):
+            out.append(name)
+    return out
+
+
+def _names_someone(question: str) -> Callable[[str], bool]:
+    asked = question.lower()
+    return lambda text: (
+        bool(_new_names(question, text)) or any(m.group(0) not in asked for m in _AGENTS.finditer(text))
+    )
+
+
+def answer_checks(question: str, types: Sequence[str] = ANSWER_TYPES) -> list[Callable[[str], bool]]:
     """What a sentence must hold to answer `question`, worked out once per question: a date or a
-    count the question does not already hold, and for "how much" an amount. Empty for questions
-    that ask for no particular kind of thing."""
+    count the question does not already hold, for "how much" an amount, for "who" someone the
+    question does not name. Empty for questions that ask for no particular kind of thing. `types`
+    limits which kinds are checked."""
     asked = question.lower()
     checks: list[Callable[[str], bool]] = []
     if _DATE_QUESTION.search(question):
-        checks.append(lambda text: any(m.group(0).lower() not in asked for m in _DATE.finditer(text)))
+        if "date" in types:
+            checks.append(lambda text: any(m.group(0).lower() not in asked for m in _DATE.finditer(text)))
     elif is_quantity_question(question):
-        checks.append(
-            lambda text: any(
-                m.group(0).lower() not in asked and not _YEAR.fullmatch(m.group(0))
-                for m in _COUNT.finditer(text)
+        if "count" in types:
+            checks.append(
+                lambda text: any(
+                    m.group(0).lower() not in asked and not _YEAR.fullmatch(m.group(0))
+                    for m in _COUNT.finditer(text)
+                )
             )
-        )
-    if _HOW_MUCH.search(question):
+    if "amount" in types and _HOW_MUCH.search(question):
         checks.append(lambda text: bool(_AMOUNT.search(text)))
+    if "who" in types and _WHO_QUESTION.search(question):
+        checks.append(_names_someone(question))
     return checks
 
 
-def gives_answer_type(question: str, text: str) -> bool:
+def gives_answer_type(question: str, text: str, types: Sequence[str] = ANSWER_TYPES) -> bool:
     """True when `text` holds what `question` asks for (see `answer_checks`)."""
-    return all(check(text) for check in answer_checks(question))
+    return all(check(text) for check in answer_checks(question, types))
 
 
 def similarity(text: str, sentences: Sequence[tuple[str, float]]) -> float | None:
@@ -160,6 +213,15 @@ class ExtractiveBackend(LLMBackend):
         relative: float = Field(
             0.8, ge=0.0, le=1.0, description="Later sentences must score this share of the best."
         )
+        archive_questions: bool = Field(
+            True,
+            description="Answer questions about the archive itself (when a post was published, how many "
+            "comments it has, which post discusses something) from its metadata.",
+        )
+        answer_types: tuple[AnswerType, ...] = Field(
+            ANSWER_TYPES,
+            description="Kinds of thing a quoted sentence must hold when the question asks for one.",
+        )
 
     options: Options
 
@@ -178,7 +240,7 @@ class ExtractiveBackend(LLMBackend):
                 total += 1
         weight = {t: math.log(1 + (total + 1) / (df[t] + 1)) for t in wanted}
         norm = sum(weight.values()) or 1.0
-        checks = answer_checks(question)
+        checks = answer_checks(question, self.options.answer_types)
         out: list[Candidate] = []
         for rank, (source, sents) in enumerate(sentences):
             if _INJECTION.search(" ".join(source.chunk.text.split())):
@@ -207,8 +269,9 @@ class ExtractiveBackend(LLMBackend):
         out.sort(key=lambda c: (-c.score, len(c.text)))  # on a tie, the tighter quote
         return out
 
-    def choose(self, question: str, passages: Sequence[Source]) -> list[Candidate]:
-        """The sentences to quote, in the order they are cited; empty means abstain."""
+    def choose(self, question: str, passages: Sequence[Source], per_post: bool = False) -> list[Candidate]:
+        """The sentences to quote, in the order they are cited; empty means abstain. With
+        `per_post`, at most one sentence from each post."""
         ranked = self.rank(question, passages)
         if not ranked or ranked[0].score < self.options.min_score:
             return []
@@ -219,10 +282,40 @@ class ExtractiveBackend(LLMBackend):
                 break
             if any(c.text in d.text or d.text in c.text for d in chosen):
                 continue
+            if per_post and any(c.source.chunk.document_id == d.source.chunk.document_id for d in chosen):
+                continue
             chosen.append(c)
         return chosen
 
+    def about_the_archive(self, asked: archive.ArchiveQuestion, passages: Sequence[Source]) -> str | None:
+        """The answer to a question about the archive itself, from the passages' post metadata; None
+        when the passages do not hold the post it names (the question is then answered as any other)."""
+        if asked.kind == "which_post":
+            posts: dict[str, Candidate] = {}  # the best sentence of each post, best post first
+            for c in self.choose(asked.topic, passages, per_post=True):
+                posts.setdefault(c.source.chunk.document_id, c)
+            if not posts:
+                return ABSTAIN
+            return " ".join(
+                f"{archive.discussed_in(c.source.chunk.title, c.source.chunk.date, c.text)} [{c.source.n}]"
+                for c in posts.values()
+            )
+        post = next((s for s in passages if s.chunk.document_id == asked.document_id), None)
+        if post is None:
+            return None
+        title = post.chunk.title
+        if asked.kind == "published":
+            return f"{archive.published(title, post.chunk.date)} [{post.n}]"
+        if post.post is None:
+            return None
+        return f"{archive.comment_count(title, post.post.comments, post.post.replies)} [{post.n}]"
+
     def generate(self, prompt: Prompt, passages: Sequence[Source]) -> Iterator[str]:
+        if prompt.archive is not None and self.options.archive_questions:
+            text = self.about_the_archive(prompt.archive, passages)
+            if text is not None:
+                yield text
+                return
         chosen = self.choose(prompt.question, passages)
         if not chosen:
             yield ABSTAIN

@@ -4,7 +4,10 @@ when it should, and does every [n] point at a citation that really contains the 
 For each answerable question, the answer *contains gold* when, after folding case, whitespace
 and curly quotes, one of its ``answers`` strings occurs in it. For each unanswerable one (no
 evidence), the answer must abstain. Marker validity: the text before each ``[n]`` (back to the
-previous marker or the start) must occur, folded, in the text of citation n. Support: how often an
+previous marker or the start) must occur, folded, in the text of citation n, or, for an answer
+about the archive itself ("When was End of an Era published?"), open with the title, in quotes, of
+the post citation n comes from: a statement about that post, whose citation carries its title and
+date. Support: how often an
 answer given is flagged weak, among answers holding a gold string and among the others.
 """
 
@@ -18,21 +21,28 @@ from typing import Any
 import numpy as np
 
 from rag.answer.answering import Answer, Answerer
+from rag.answer.archive import quoted_title
 from rag.eval.retrieval import Question
+from rag.ingest.chunking import Chunk
 from rag.text import fold
 
 _SEGMENT = re.compile(r"(.*?)((?:\[\d+\])+)", re.DOTALL)
 
 
+def _holds(sentence: str, chunk: Chunk) -> bool:
+    """The cited passage holds the (folded) sentence, or the sentence is about its post."""
+    return sentence in fold(chunk.text) or sentence.startswith(fold(quoted_title(chunk.title)))
+
+
 def marker_checks(answer: Answer) -> list[bool]:
     """One bool per [n] in the answer: does citation n contain the sentence it follows?"""
-    texts = {s.n: fold(s.chunk.text) for s in answer.citations}
+    by_n = {s.n: s for s in answer.citations}
     out = []
     for match in _SEGMENT.finditer(answer.text):
         sentence = fold(match.group(1)).strip(" .,;:")
         for n in re.findall(r"\d+", match.group(2)):
-            cited = texts.get(int(n))
-            out.append(cited is not None and bool(sentence) and sentence in cited)
+            cited = by_n.get(int(n))
+            out.append(bool(sentence) and cited is not None and _holds(sentence, cited.chunk))
     return out
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from rag.answer.answering import Answer, Answerer, MarkerRewriter
-from rag.answer.prompting import ABSTAIN, SYSTEM, Source, build_prompt, defuse
+from rag.answer.prompting import ABSTAIN, SYSTEM, PostFacts, Source, build_prompt, defuse
 from rag.answer.rewrite import rewrite_query
 from rag.backends.extractive import ExtractiveBackend
 from rag.errors import BackendError
 from rag.ingest.chunking import Chunk
-from rag.search.retrieval import Retriever
+from rag.search.retrieval import Filters, Retriever
 from rag.settings import Settings
 from tests.scripted import ScriptedBackend, scripted_fixture  # noqa: F401
 
@@ -71,6 +71,43 @@ def test_prompt_numbers_passages_with_metadata_inside_delimiters() -> None:
     assert '<passage n="1" title="A &lt;b&gt;title&lt;/b&gt;" date="2020-12-04" where="comment 3">' in user
     assert 'where="post"' in user
     assert user.index("</passages>") < user.index("Question: Why?")
+
+
+def test_prompt_passage_header_carries_its_posts_comment_counts() -> None:
+    source = Source(1, chunk("Text.", 3), post=PostFacts(comments=5, replies=6))
+    user = build_prompt("How many comments?", [source]).messages[1]["content"]
+    assert 'where="comment 3" comments="5" replies="6">' in user
+    assert "comments and replies describe the post" in SYSTEM
+
+
+def test_prepare_puts_the_named_posts_opening_first(retriever: Retriever, settings: Settings) -> None:
+    answerer = Answerer(ExtractiveBackend(settings), retriever)
+    era = next(d for d in retriever.index.documents.values() if d.title == "End of an Era")
+    prepared = answerer.prepare(
+        "How many comments does it have?", history=["When was End of an Era published?"]
+    )
+    assert prepared.prompt.archive is not None and prepared.prompt.archive.document_id == era.id
+    first = prepared.sources[0]
+    assert (
+        first.chunk.document_id == era.id
+        and first.chunk.kind == "post"
+        and first.chunk.start == era.body.start
+    )
+    assert first.post == PostFacts(len(era.comments), len(era.replies))
+    assert len(prepared.sources) == 5 and len({s.chunk.id for s in prepared.sources}) == 5
+    # filters that exclude the post keep it out
+    other = next(d for d in retriever.index.documents.values() if d.id != era.id)
+    filtered = answerer.prepare("When was End of an Era published?", filters=Filters(document_id=[other.id]))
+    assert all(s.chunk.document_id == other.id for s in filtered.sources)
+
+
+def test_which_post_follow_up_asks_about_the_earlier_turns_topic(
+    retriever: Retriever, settings: Settings
+) -> None:
+    answerer = Answerer(ExtractiveBackend(settings), retriever)
+    answer = answerer.answer("Which post discusses that?", history=["What was said about pay progression?"])
+    assert answer.text.startswith("“A Probation Manifesto”") and "PAY PROGRESSION" in answer.text
+    assert answer.citations[0].chunk.title == "A Probation Manifesto"
 
 
 def test_prompt_injected_text_cannot_close_its_delimiter() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
+from rag.backends.extractive import gives_answer_type
 from rag.search.retrieval import Retriever
 from rag.settings import Settings
 from tests.conftest import LiveServer
@@ -66,6 +68,28 @@ def test_chat_follow_up_is_rewritten_and_shown(oai: openai.OpenAI) -> None:
     )
     rewritten = (completion.model_extra or {})["rewritten_query"]
     assert rewritten.endswith("what did commenters say about that?") and "Gauke" in rewritten
+
+
+def test_chat_who_follow_up_names_someone_instead_of_repeating(oai: openai.OpenAI) -> None:
+    first_question = {"role": "user", "content": "What was Transforming Rehabilitation?"}
+    first = oai.chat.completions.create(model="archive", messages=[first_question])
+    first_answer = first.choices[0].message.content or ""
+    follow_up = oai.chat.completions.create(
+        model="archive",
+        messages=[
+            first_question,
+            {"role": "assistant", "content": first_answer},
+            {"role": "user", "content": "Who criticised it?"},
+        ],
+    )
+    extra = follow_up.model_extra or {}
+    answer = follow_up.choices[0].message.content or ""
+    assert "Transforming Rehabilitation" in extra["rewritten_query"]
+    assert answer != first_answer and not extra["abstained"]
+    # Every quoted sentence names someone the rewritten question does not name.
+    for sentence in re.split(r"\s*\[\d+\]\s*", answer):
+        if sentence:
+            assert gives_answer_type(extra["rewritten_query"], sentence), sentence
 
 
 def test_chat_unknown_model_is_400(oai: openai.OpenAI) -> None:

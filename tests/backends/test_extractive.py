@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from rag.answer.answering import Answerer
-from rag.answer.prompting import ABSTAIN, Source, build_prompt
+from rag.answer.archive import ArchiveQuestion
+from rag.answer.prompting import ABSTAIN, PostFacts, Source, build_prompt
 from rag.backends.extractive import (
     ExtractiveBackend,
     gives_answer_type,
@@ -98,11 +99,19 @@ def test_extractive_quantity_question_needs_a_number(backend: ExtractiveBackend)
         ("How many of the 21 companies failed?", "All 21 companies were private.", False),
         ("How many of the 21 companies failed?", "Eight of the 21 companies failed.", True),
         ("What share of requests were completed?", "Only 43 per cent were completed.", True),
-        ("Who wrote the article?", "Nobody knows.", True),  # no type asked for: no constraint
+        ("Why did the article fail?", "Nobody knows.", True),  # no type asked for: no constraint
+        ("Who wrote the article?", "Nobody knows.", False),
+        ("Who wrote the article?", "It was written by Tom Sasse last year.", True),
+        ("Who wrote the article?", "Rather clumsy, it was.", False),  # a sentence's first word is no name
+        ("Who runs the National Probation Service?", "The NPS runs itself.", False),  # its acronym
+        ("Who did the teams bring together?", "Teams include police and treatment providers.", True),
+        ("Transforming Rehabilitation: who criticised it?", "Transforming Rehabilitation was bold.", False),
+        ("Transforming Rehabilitation: who criticised it?", "Mr Grayling's strategy failed.", True),
+        ("What did the reader who quit say?", "It was awful.", True),  # "who" here asks nothing
         ("When the first commenter was asked, what did the reply quote?", "The reply quoted a rule.", True),
     ],
 )
-def test_gives_answer_type_wants_a_new_date_or_count(question: str, text: str, expected: bool) -> None:
+def test_gives_answer_type_wants_a_new_date_count_or_name(question: str, text: str, expected: bool) -> None:
     assert gives_answer_type(question, text) is expected
 
 
@@ -111,6 +120,61 @@ def test_extractive_date_question_abstains_without_a_date(backend: ExtractiveBac
     assert answer(backend, "In what year did Kirsty Blair first join MTC?", undated) == ABSTAIN
     dated = "Kirsty Blair first joined MTC in 2015 as a director."
     assert "2015" in answer(backend, "In what year did Kirsty Blair first join MTC?", undated, dated)
+
+
+def test_extractive_who_question_quotes_a_sentence_naming_someone(backend: ExtractiveBackend) -> None:
+    question = "Who criticised Transforming Rehabilitation?"
+    nameless = "Transforming Rehabilitation was criticised and the criticism was fair and widely shared."
+    assert answer(backend, question, nameless) == ABSTAIN
+    named = "Transforming Rehabilitation was criticised by the National Audit Office as rushed."
+    assert answer(backend, question, nameless, named) == f"{named} [2]"
+
+
+def test_extractive_answers_questions_about_a_post_from_its_metadata(backend: ExtractiveBackend) -> None:
+    post = Source(
+        1, chunk("Yesterday saw the publication of the annual report.", 1, kind="post"), post=PostFacts(5, 6)
+    )
+    other = Source(2, chunk("Nothing to see here at all, really.", 2))
+
+    def ask(asked: ArchiveQuestion, *sources: Source) -> str:
+        prompt = build_prompt("a question about a post", sources, archive=asked)
+        return "".join(backend.generate(prompt, sources))
+
+    assert ask(ArchiveQuestion("published", "doc"), other, post) == (
+        "“A <b>title</b>” was published on 4 December 2020. [2]"  # the passage of the post
+    )
+    assert (
+        ask(ArchiveQuestion("comments", "doc"), post)
+        == "“A <b>title</b>” has 5 comments and 6 replies to them. [1]"
+    )
+    # a post none of the passages comes from: answered as any other question (here: abstains)
+    assert ask(ArchiveQuestion("published", "elsewhere"), post) == ABSTAIN
+    no_metadata = ExtractiveBackend(
+        backend.settings, backend.options.model_copy(update={"archive_questions": False})
+    )
+    prompt = build_prompt("a question about a post", [post], archive=ArchiveQuestion("comments", "doc"))
+    assert "".join(no_metadata.generate(prompt, [post])) == ABSTAIN
+
+
+def test_extractive_which_post_names_the_posts_with_their_best_sentence(backend: ExtractiveBackend) -> None:
+    texts = [
+        "Pay progression was promised to staff and never paid.",
+        "The weather in Leeds was poor all week.",
+    ]
+    sources = [Source(i, chunk(t, i)) for i, t in enumerate(texts, start=1)]
+    asked = ArchiveQuestion("which_post", topic="pay progression")
+    text = "".join(
+        backend.generate(
+            build_prompt("Which post discusses pay progression?", sources, archive=asked), sources
+        )
+    )
+    assert (
+        text
+        == "“A <b>title</b>” (4 December 2020): Pay progression was promised to staff and never paid. [1]"
+    )
+    asked = ArchiveQuestion("which_post", topic="the colour of the Moon")
+    prompt = build_prompt("Which post discusses the colour of the Moon?", sources, archive=asked)
+    assert "".join(backend.generate(prompt, sources)) == ABSTAIN
 
 
 def test_extractive_how_much_needs_an_amount(backend: ExtractiveBackend) -> None:

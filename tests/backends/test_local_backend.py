@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -34,10 +35,12 @@ def smollm2_path() -> Path:
 
 
 class OnePassage:
-    """A retriever that always finds the same passage, with no sentence scores."""
+    """A retriever that always finds the same passage, with no sentence scores and no index of
+    posts behind it (so no post metadata either)."""
 
     def __init__(self, passage: Chunk) -> None:
         self.passage = passage
+        self.index = SimpleNamespace(documents={}, chunks=[])
 
     def search(self, query: str, k: int = 5, filters: Filters | None = None) -> list[Hit]:
         return [Hit(self.passage, 1.0)]
