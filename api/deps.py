@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -19,6 +20,7 @@ from rag.backends import Registry
 from rag.errors import IndexNotBuiltError, RagError
 from rag.ingest.embedding import Embedder
 from rag.ingest.index import Index
+from rag.ingest.runs import IngestRecord
 from rag.search.quotes import Quoter
 from rag.search.retrieval import Retriever
 from rag.settings import Settings
@@ -42,6 +44,16 @@ class Serving:
 
 
 @dataclass
+class IngestStatus:
+    """The server's own ingest (api/watcher.py), and the last ingest into its index folder by anyone."""
+
+    watching: bool = False  # this process watches the data folder (one per index folder)
+    running_since: float | None = None  # Unix time the ingest running now started
+    last: IngestRecord | None = None  # index/last_ingest.json, as last read
+    outcomes: Counter[str] = field(default_factory=Counter)  # this process's ingests by outcome
+
+
+@dataclass
 class AppState:
     """What the lifespan loads; `serving` is set once a query can be answered, and replaced (one
     assignment) when a newly built index has loaded."""
@@ -52,9 +64,16 @@ class AppState:
     embedder: Embedder | None = None  # the model, loaded once and shared by every index served
     error: RagError | None = None  # why the first load failed; cleared when an index loads later
     stop: threading.Event = field(default_factory=threading.Event)  # set at shutdown: stop watching
+    reload: threading.Event = field(default_factory=threading.Event)  # set: look for a new build now
+    ingest: IngestStatus = field(default_factory=IngestStatus)
     answer_limiter: CapacityLimiter | None = None  # the answers' own threads (api/answer_pool.py)
     # Answers being made, so a shutdown can cut their LLM calls (api/answer_pool.py: cut_answers).
     answers: weakref.WeakSet[Answerer] = field(default_factory=weakref.WeakSet)
+
+    def shut_down(self) -> None:
+        """Stop the loader and the watcher (at the end of the lifespan)."""
+        self.stop.set()
+        self.reload.set()
 
 
 async def get_state(request: Request) -> AppState:

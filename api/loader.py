@@ -9,7 +9,8 @@ running finishes on the index it started with (`api.deps.get_serving`), and `/re
 
 A build that fails to load is logged, the old index keeps serving, and that build is not tried
 again: the next `rag ingest` moves `current`, and that build is tried. An index passed in already
-loaded and never saved (tests build some in memory) is not replaced by what is on disk.
+loaded and never saved (tests build some in memory) is not replaced by what is on disk, and its
+data folder is not watched.
 
 The same thread checks, at the same interval, whether a file of the build being served was changed
 in place (`DiskWatch`: truncated, or written over by `cp` or `rsync --inplace`). A build read into
@@ -19,16 +20,23 @@ query gets 503 `index_unavailable` until `current` moves to a build that loads. 
 between requests, not before each read, so a request already reading a file as it is cut can still
 meet the fault; read-only build files (`rag.ingest.index`) make that cut unlikely, and reading small
 indexes into memory rules it out for them.
+
+With `RAG_WATCH` on, the thread also starts the server's own ingest (`api.watcher`), which wakes it
+as soon as it has saved a build, so that build is swapped in at once by the same path; it then
+checks even with `RAG_RELOAD_INTERVAL=0`, when woken. Every check also re-reads the index folder's
+record of its last ingest (`index/last_ingest.json`, whoever ran it) for /readyz and /metrics.
 """
 
 from __future__ import annotations
 
 import logging
 
+from api import watcher
 from api.deps import AppState, Serving
 from rag.errors import IndexUnavailableError, RagError
 from rag.ingest.embedding import Embedder
 from rag.ingest.index import Index, check_compatible, current_build, load
+from rag.ingest.runs import read_record
 from rag.search.quotes import Quoter
 from rag.search.retrieval import Retriever
 from rag.service import index_config, index_unavailable, make_retriever, open_index
@@ -69,23 +77,34 @@ def _first_load(state: AppState) -> None:
 def _load_current(state: AppState) -> Serving:
     index: Index = load(state.settings.index_dir, state.settings.map_above)
     check_compatible(index.manifest, index_config(state.settings), None)
-    return serving(make_retriever(state.settings, index, _embedder(state)))
+    # The new retriever keeps the old one's query lanes: passes on both indexes share the cores.
+    lanes = state.serving.retriever.batcher if state.serving is not None else None
+    return serving(make_retriever(state.settings, index, _embedder(state), lanes))
 
 
 def run(state: AppState) -> None:
     """The loader thread: the first load unless an index was given, then the watch for new builds."""
-    index_dir = state.settings.index_dir
+    settings = state.settings
+    index_dir = settings.index_dir
     if state.serving is None:
         _first_load(state)
-    if state.settings.reload_interval <= 0:
-        return
+    state.ingest.last = read_record(index_dir)
     if state.serving is not None and "build" not in state.serving.retriever.index.manifest:
         logger.info("serving an index that was never saved: not watching %s/current", index_dir)
+        return
+    if settings.watch:
+        watcher.start(state)
+    elif settings.reload_interval <= 0:
         return
     # After a failed first load, the build that failed is not retried: RAG_ON_STALE=refuse, say,
     # must not be overridden by the watch. A new build is loaded, and clears the error.
     seen = state.serving.version if state.serving is not None else current_build(index_dir)
-    while not state.stop.wait(state.settings.reload_interval):
+    while True:
+        state.reload.wait(settings.reload_interval if settings.reload_interval > 0 else None)
+        state.reload.clear()
+        if state.stop.is_set():
+            return
+        state.ingest.last = read_record(index_dir)
         _check_served_files(state)
         target = current_build(index_dir)
         if target is None or target == seen:

@@ -179,7 +179,7 @@ def create_app(
             sync = app.state.metrics.keep_synced
             threading.Thread(target=sync, args=(state.stop,), name="metrics-sync", daemon=True).start()
         yield
-        state.stop.set()
+        state.shut_down()
 
     # FastAPIOffline serves /docs (Swagger UI) from files in its package: FastAPI's own page loads
     # them from a CDN, which a machine without internet cannot reach. ReDoc is off: its bundle

@@ -173,13 +173,43 @@ class PassageResponse(BaseModel):
         )
 
 
+class LastIngest(BaseModel):
+    """How the last ingest into the server's index folder ended, whoever ran it."""
+
+    by: str = Field(..., description="`rag ingest`, or a server watching its data folder.")
+    started: str = Field(..., description="UTC, ISO 8601.")
+    finished: str = Field(..., description="UTC, ISO 8601.")
+    seconds: float
+    outcome: Literal["ok", "failed"] = Field(
+        ..., description="`failed`: nothing changed on disk, the previous index serves on; the log says why."
+    )
+    build: str | None = Field(None, description="The build it wrote (`index/build-*`), when it did.")
+    encoded: int | None = Field(None, description="Texts it encoded.")
+    reused: int | None = Field(None, description="Texts whose vectors it took from the previous build.")
+    skipped: list[str] = Field(
+        default_factory=list, description="Bad post files it skipped, as `file:line: reason`."
+    )
+
+
 class Readiness(BaseModel):
     """GET /readyz: whether a query can be answered, and if not, why."""
 
     status: Literal["ready", "loading", "error"]
     documents: int | None = Field(None, description="Posts in the index, once ready.")
     chunks: int | None = Field(None, description="Passages in the index, once ready.")
+    index_version: str | None = Field(None, description="The build served (`index/build-*`), once ready.")
     detail: str | None = Field(None, description="Why the index is not available, after a failed load.")
+    watching: bool = Field(
+        False,
+        description="This process watches the data folder and ingests what changes (`RAG_WATCH`; one "
+        "process per index folder).",
+    )
+    ingesting_since: str | None = Field(
+        None, description="When the ingest this process is running started (UTC), if one is."
+    )
+    last_ingest: LastIngest | None = Field(
+        None, description="The last ingest into the index folder, by this server or `rag ingest`."
+    )
 
 
 class ErrorBody(BaseModel):

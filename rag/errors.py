@@ -9,6 +9,7 @@ mapping lives with the error and `api/errors.py` needs a single handler::
     ├── IndexIncompatibleError (409) index built with other settings, or corrupt
     ├── IndexUnavailableError (503)  the server could not load or build its index (disk, corruption)
     ├── IndexWriteError (503)        the index could not be written (disk full, permissions)
+    ├── IngestLockedError (409)      another ingest holds the index folder's lock (names it)
     ├── UnknownBackendError (400)    also a KeyError: unknown LLM backend name
     ├── BackendError (502)           an LLM backend failed (timeout, refused, bad output)
     ├── InvalidRequestError (422)    input the library refuses (bad filter, empty query, ...)
@@ -81,6 +82,14 @@ class IndexWriteError(RagError):
 
     status = 503
     code = "index_write_failed"
+
+
+class IngestLockedError(RagError):
+    """Another ingest (`rag ingest`, or a server ingesting its data folder) is writing this index
+    folder; the message names it: what it is, its pid and since when."""
+
+    status = 409
+    code = "ingest_locked"
 
 
 class UnknownBackendError(RagError, KeyError):

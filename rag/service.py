@@ -8,6 +8,8 @@ either rebuild it (``on_stale="rebuild"``) or refuse with a message saying why.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +19,16 @@ from rag.errors import IndexIncompatibleError, IndexNotBuiltError, IndexUnavaila
 from rag.ingest.corpus import Corpus, corpus_files, load_corpus
 from rag.ingest.embedding import Embedder
 from rag.ingest.index import Index, IndexConfig, build, check_compatible, load, read_manifest, save
+from rag.ingest.runs import Cancelled, Holder, IngestRecord, ingest_lock, write_record
 from rag.settings import Settings
 
 if TYPE_CHECKING:  # imported where a retriever is made: `rag ingest` needs no BM25 (bm25s, scipy)
+    from rag.search.batching import QueryBatcher
     from rag.search.retrieval import Retriever
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
+_STARTUP = "rag serve, building its index"  # how a server's startup build names itself
 
 
 def index_config(settings: Settings) -> IndexConfig:
@@ -47,39 +52,90 @@ def _previous(index_dir: Path) -> Index | None:
         return None
 
 
+def _waiting_for(holder: Holder | None) -> None:
+    logger.warning("waiting for the ingest lock: %s holds it", holder or "another process")
+
+
 def ingest(
-    settings: Settings, embedder: Embedder, progress: Progress | None = None, full: bool = False
+    settings: Settings,
+    embedder: Embedder,
+    progress: Progress | None = None,
+    full: bool = False,
+    *,
+    wait: float | None = None,
+    by: str = "rag ingest",
+    previous: Index | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[Index, Corpus]:
     """Parse the data directory and build and save a fresh index.
 
     Texts the current index already embedded (same model and chunking) keep their vectors, so only
-    new or changed posts, comments and replies are encoded; `full` encodes everything again.
+    new or changed posts, comments and replies are encoded; `full` encodes everything again, and
+    `previous` names another index to take vectors from (a server passes the one it serves, already
+    loaded). Holds the index folder's ingest lock throughout, waiting up to `wait` seconds for it
+    (None: as long as it takes, or until `stop` is set: Cancelled) and then raising
+    IngestLockedError naming the holder; `by` is the name other ingests see. How it ended is
+    recorded in the folder (`rag.ingest.runs`).
     """
-    corpus = load_corpus(settings.data_dir)
-    previous = None if full else _previous(settings.index_dir)
-    index = build(corpus, embedder, index_config(settings), progress, previous)
-    save(index, settings.index_dir)
+    lock = ingest_lock(settings.index_dir, by)
+    if not lock.acquire(wait, stop, _waiting_for):
+        raise Cancelled("stopped while waiting for the ingest lock")
+    started = time.time()
+    try:
+        corpus = load_corpus(settings.data_dir)
+        if not full and previous is None:
+            previous = _previous(settings.index_dir)
+        index = build(corpus, embedder, index_config(settings), progress, None if full else previous)
+        save(index, settings.index_dir)
+    except Cancelled:  # abandoned, not failed: nothing was written, and nothing to report
+        raise
+    except BaseException as exc:
+        why = str(exc) or type(exc).__name__
+        write_record(settings.index_dir, IngestRecord(by, started, time.time(), "failed", error=why))
+        raise
+    else:
+        incremental = index.manifest["incremental"]
+        done = IngestRecord(
+            by,
+            started,
+            time.time(),
+            "ok",
+            build=index.manifest["build"],
+            encoded=incremental["encoded"],
+            reused=incremental["reused"],
+            skipped=[str(error) for error in corpus.errors],
+        )
+        write_record(settings.index_dir, done)
+    finally:
+        lock.release()
     return index, corpus
 
 
-def open_index(settings: Settings, embedder: Embedder, progress: Progress | None = None) -> OpenedIndex:
-    """Load the index, building or rebuilding it as the settings say."""
-    config = index_config(settings)
-    corpus = load_corpus(settings.data_dir, corpus_files(settings.data_dir))
+def _current(settings: Settings, corpus: Corpus, load_it: bool) -> tuple[Index | None, str | None]:
+    """Whether the index on disk fits these settings and this corpus: (it, loaded when `load_it`,
+    and None) when it does, (None, why) when it must be built. Raises IndexIncompatibleError when it
+    is stale or corrupt and RAG_ON_STALE=refuse."""
     try:
-        check_compatible(read_manifest(settings.index_dir), config, corpus.fingerprint)
-        return OpenedIndex(load(settings.index_dir, settings.map_above), False, None, corpus)
+        check_compatible(read_manifest(settings.index_dir), index_config(settings), corpus.fingerprint)
+        return (load(settings.index_dir, settings.map_above) if load_it else None), None
     except IndexNotBuiltError as exc:
-        reason = str(exc)
+        return None, str(exc)
     except IndexIncompatibleError as exc:
         if settings.on_stale == "refuse":
             raise IndexIncompatibleError(
                 f"{exc} (RAG_ON_STALE=refuse, so the server will not rebuild it)"
             ) from exc
-        reason = str(exc)
+        return None, str(exc)
+
+
+def open_index(settings: Settings, embedder: Embedder, progress: Progress | None = None) -> OpenedIndex:
+    """Load the index, building or rebuilding it as the settings say."""
+    corpus = load_corpus(settings.data_dir, corpus_files(settings.data_dir))
+    index, reason = _current(settings, corpus, load_it=True)
+    if index is not None:
+        return OpenedIndex(index, False, None, corpus)
     logger.warning("building the index: %s", reason)
-    index = build(corpus, embedder, config, progress, _previous(settings.index_dir))
-    save(index, settings.index_dir)
+    index, corpus = ingest(settings, embedder, progress, by=_STARTUP)
     return OpenedIndex(index, True, reason, corpus)
 
 
@@ -106,25 +162,18 @@ def ensure_index(settings: Settings, progress: Progress | None = None) -> str | 
     """Build the index on disk unless a current one fits the settings and the corpus; loads the
     model only to build. Returns why it was built, or None. `rag serve --workers` runs this once
     before starting workers that then only load."""
-    corpus = load_corpus(settings.data_dir, corpus_files(settings.data_dir))
-    try:
-        check_compatible(read_manifest(settings.index_dir), index_config(settings), corpus.fingerprint)
-        return None
-    except IndexNotBuiltError as exc:
-        reason = str(exc)
-    except IndexIncompatibleError as exc:
-        if settings.on_stale == "refuse":
-            raise IndexIncompatibleError(f"{exc} (RAG_ON_STALE=refuse)") from exc
-        reason = str(exc)
-    logger.warning("building the index: %s", reason)
-    save(
-        build(corpus, Embedder.from_settings(settings), index_config(settings), progress),
-        settings.index_dir,
-    )
+    _, reason = _current(settings, load_corpus(settings.data_dir, corpus_files(settings.data_dir)), False)
+    if reason is not None:
+        logger.warning("building the index: %s", reason)
+        ingest(settings, Embedder.from_settings(settings), progress, by=_STARTUP)
     return reason
 
 
-def make_retriever(settings: Settings, index: Index, embedder: Embedder) -> Retriever:
+def make_retriever(
+    settings: Settings, index: Index, embedder: Embedder, batcher: QueryBatcher | None = None
+) -> Retriever:
+    """A retriever over `index`; `batcher` shares the query lanes of another one (a server swapping
+    in a new index keeps its lanes, which its own ingest also encodes on)."""
     from rag.search.retrieval import FusionWeights, Retriever
 
     return Retriever(
@@ -134,6 +183,7 @@ def make_retriever(settings: Settings, index: Index, embedder: Embedder) -> Retr
         fusion=settings.fusion,
         candidates=settings.candidates,
         lanes=settings.query_lanes,
+        batcher=batcher,
     )
 
 

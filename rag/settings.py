@@ -94,6 +94,32 @@ class Settings(BaseSettings):
         "memory-mapped, shared by worker processes through the page cache; smaller ones are read "
         "into each process's memory, where a file changed on disk cannot harm the server. 0 maps all.",
     )
+    watch: bool = Field(
+        True,
+        description="`rag serve` watches RAG_DATA_DIR and ingests new, changed and removed posts in "
+        "process, then serves the new build (one process per index folder); off for replicas that "
+        "serve a published snapshot.",
+    )
+    watch_poll: bool = Field(
+        False,
+        description="Watch the data folder by polling instead of file system events (inotify); for "
+        "network file systems and containers where events do not arrive. Polling is used anyway "
+        "where events are not available.",
+    )
+    watch_settle: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="Seconds a changed post file must stay unchanged (size and times) before the "
+        "server ingests it, so a file still being written is not taken half.",
+    )
+    watch_nice: int = Field(
+        5,
+        ge=0,
+        le=19,
+        description="Nice value (Linux) of the thread that ingests what the watch finds: higher keeps "
+        "searches faster while it runs, lower ingests sooner on a busy machine.",
+    )
     max_query_chars: int = Field(4000, ge=10, description="Longest query accepted; longer ones get a 422.")
     host: str = Field("127.0.0.1", description="Address `rag serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `rag serve` listens on.")

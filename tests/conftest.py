@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,16 @@ def writable(path: Path) -> Path:
     test that damages one must first do what a person editing it by hand would have to."""
     path.chmod(0o644)
     return path
+
+
+def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    """End a server started by a test: `sig`, then a kill if it has not exited within `timeout` s."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def free_port() -> int:
@@ -241,12 +252,7 @@ class RagServe:
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop(self.process, signal.SIGTERM, timeout=90)
         self.log.unlink(missing_ok=True)
 
 
@@ -257,6 +263,75 @@ def two_workers(settings: Settings, index: Index) -> Iterator[RagServe]:
     limits = {"RAG_HEADER_TIMEOUT": "2", "RAG_BODY_TIMEOUT": "2", "RAG_RATE_LIMIT": "0"}
     with RagServe(cli_env(settings), workers=2, **limits) as live:
         yield live
+
+
+@dataclass
+class Search:
+    at: float  # time.monotonic() when the answer came
+    status: int
+    version: str | None  # X-Index-Version
+    phrase: str
+    found: bool  # a result's text holds the phrase
+
+
+@dataclass
+class Searching:
+    """A client searching a live server for each of `phrases` in turn, over and over, with a
+    /readyz after each round, while a test changes the index under it; every answer is kept."""
+
+    url: str
+    phrases: list[str]
+    searches: list[Search] = field(default_factory=list)
+    readyz: list[tuple[float, int, dict[str, Any]]] = field(default_factory=list)  # at, status, body
+    errors: list[str] = field(default_factory=list)  # requests that got no answer at all
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> Searching:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            while not self.stop.is_set():
+                try:
+                    for phrase in self.phrases:
+                        r = client.post("/v1/search", json={"query": phrase, "k": 3})
+                        hits = r.json()["results"] if r.status_code == 200 else []
+                        found = any(phrase in hit["text"] for hit in hits)
+                        version = r.headers.get("x-index-version")
+                        self.searches.append(Search(time.monotonic(), r.status_code, version, phrase, found))
+                    ready = client.get("/readyz")
+                    self.readyz.append((time.monotonic(), ready.status_code, ready.json()))
+                except (httpx.HTTPError, ValueError) as exc:  # no answer, or one that is not JSON
+                    self.errors.append(repr(exc))
+                    self.stop.wait(0.05)
+
+    def failed(self) -> list[str]:
+        """Every request that failed or answered other than 200."""
+        return [
+            *self.errors,
+            *(f"search {s.phrase!r}: {s.status}" for s in self.searches if s.status != 200),
+            *(f"/readyz: {status}" for _, status, _ in self.readyz if status != 200),
+        ]
+
+    def finds(self, phrase: str, since: float = 0.0) -> bool | None:
+        """Whether the latest search for `phrase` answered after `since` found it (None: no answer yet)."""
+        latest = [s for s in self.searches if s.phrase == phrase and s.at > since]
+        return latest[-1].found if latest else None
+
+    def wait_until(self, condition: Callable[[], object], timeout: float = 600) -> float:
+        """Wait until `condition` holds (at most `timeout` s, generous: shared cores); when it did."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise AssertionError(f"not reached in {timeout} s; failed requests: {self.failed()[:5]}")
+            time.sleep(0.1)
+        return time.monotonic()
 
 
 @pytest.fixture(scope="session")

@@ -125,6 +125,14 @@ def ingest(
     full: Annotated[
         bool, typer.Option("--full", help="Embed everything again instead of reusing the current index.")
     ] = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds to wait while another ingest (another `rag ingest`, or a server ingesting "
+            "its data folder) writes the index, before giving up; 0 gives up at once.",
+        ),
+    ] = 300,
 ) -> None:
     """Parse the posts, chunk them, embed what is new or changed, and write a fresh index."""
     from rag.service import ingest as build
@@ -133,7 +141,7 @@ def ingest(
     with reported():
         embedder = _embedder(s)
         with progress_bar() as update:
-            index, corpus = build(s, embedder, update, full=full)
+            index, corpus = build(s, embedder, update, full=full, wait=wait)
     for error in corpus.errors:
         err.print(f"[red]skipped[/red] {error}")
     for warning in corpus.warnings:

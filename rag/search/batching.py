@@ -21,6 +21,18 @@ MKL keeps packing buffers per thread, so a server's resident memory grew with ev
 pools that had ever encoded (a soak's curve kept climbing for 30 minutes). With the passes on
 `lanes` threads, that memory is bounded by the lanes, whatever the number of request threads.
 
+Background work. `background(texts)` runs a pass for work that must not delay searches (a server
+ingesting new posts). It starts only when no query waits, no wide query pass or batch request runs
+and a lane is free: wide when nothing else runs (the idle cores are its), narrow beside a running
+query. A query never waits for it: one arriving meanwhile runs narrow on another lane, and every
+query queued when a pass ends is served before the next background pass starts. (A query beside
+a wide background pass leaves one more thread than cores busy for the rest of that pass; the
+caller keeps passes short and runs them at a lower OS priority, so the query's thread wins the
+core.) It runs on the caller's thread, not a lane thread, so that the caller's priority holds
+(the memory bound above grows by that one thread). Inside `background_work()`, a query that finds
+nothing running runs narrow too: otherwise a steady client would start a wide pass in every gap
+between background passes, and the work would wait behind each one and barely advance.
+
 Not here: caching vectors of repeated queries (the retriever's LRU cache sits in front of this).
 """
 
@@ -28,8 +40,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -69,9 +82,12 @@ class QueryBatcher:
         self._wide = False  # one of them is wide: nothing else may start beside it
         self._exclusive = 0  # batch requests waiting for every lane: no new pass starts
         self._shared = False  # the last pass served more than one caller
+        self._background = 0  # background passes waiting for a lane
+        self._background_work = 0  # callers inside background_work(): no pass starts wide
         self.passes = 0  # forward passes run, narrow ones, and queries served (tests, figures)
         self.narrow_passes = 0
         self.served = 0
+        self.background_passes = 0
         # Where passes run: at most `lanes` at once (a wide one or a batch runs alone), made on use.
         self._threads = ThreadPoolExecutor(self.lanes, thread_name_prefix="query-encode")
 
@@ -116,13 +132,44 @@ class QueryBatcher:
                 self._running, self._wide = 0, False
                 self._hand_off()
 
+    def background(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) in one pass that yields to queries (see the module docstring): wide
+        when nothing else runs, else narrow. Keep `texts` few: a query arriving meanwhile runs
+        beside the pass, not before it."""
+        with self._lock:
+            self._background += 1
+            # A timed wait: a pass ending notifies, and the timeout covers any hand-off that did not.
+            while self._queue or self._exclusive or self._wide or self._running >= self.lanes:
+                self._lock.wait(0.05)
+            self._background -= 1
+            wide = self._running == 0 or self._narrow is None
+            self._running += 1
+        try:
+            return (self._encode if wide else cast(Encode, self._narrow))(list(texts))
+        finally:
+            with self._lock:
+                self.background_passes += 1
+                self._running -= 1
+                self._hand_off()
+
+    @contextmanager
+    def background_work(self) -> Iterator[None]:
+        """While inside, queries run narrow even alone, leaving a lane to `background` passes."""
+        with self._lock:
+            self._background_work += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._background_work -= 1
+
     def _start(self, request: _Request) -> bool | None:
         """Under the lock: whether an arriving caller leads a pass at once, wide (True) when
         nothing else runs or narrow (False) on a free lane beside others, or None: it queues."""
         if self._exclusive or self._wide:
             return None
         request.lead = True  # if it leads, no other pass takes it into its batch
-        if self._running == 0:
+        if self._running == 0 and not self._background_work:
             self._running, self._wide = 1, True
             return True
         if self._running < self.lanes:
@@ -185,3 +232,5 @@ class QueryBatcher:
             self._running += 1
             self._wide = self._narrow is None
             r.wake.set()
+        if self._background:
+            self._lock.notify_all()

@@ -146,6 +146,17 @@ class FusionWeights:
     sentence: float = 0.55
 
 
+def query_batcher(embedder: Embedder, lanes: int = 0) -> QueryBatcher:
+    """The batcher a retriever encodes its queries with: wide passes on every core torch uses, and
+    `lanes` narrow ones (0: as many as those cores) side by side under load."""
+    threads = embedder.threads
+    return QueryBatcher(
+        partial(embedder.encode, threads=threads),
+        narrow=partial(embedder.encode, threads=1),
+        lanes=lanes or threads,
+    )
+
+
 class Retriever:
     """Answers queries over an `Index` with an `Embedder` (both injected)."""
 
@@ -157,6 +168,7 @@ class Retriever:
         fusion: Fusion = "adaptive",
         candidates: int = 100,
         lanes: int = 0,
+        batcher: QueryBatcher | None = None,
     ) -> None:
         self.index = index
         self.embedder = embedder
@@ -182,12 +194,8 @@ class Retriever:
         self._sentence_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         # Concurrent searches share one forward pass (see rag.search.batching).
         # A lone query uses every core torch would; under load passes run on one each, side by side.
-        threads = self.embedder.threads
-        self.batcher = QueryBatcher(
-            partial(self.embedder.encode, threads=threads),
-            narrow=partial(self.embedder.encode, threads=1),
-            lanes=lanes or threads,
-        )
+        # A server passes the batcher of the index it served before, so one set of lanes spans them.
+        self.batcher = batcher or query_batcher(embedder, lanes)
         # An answer embeds its query twice (search, then sentence scores): remember recent vectors.
         self.query_vector = lru_cache(maxsize=256)(self._encode_query)
 

@@ -6,9 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -19,7 +17,7 @@ from rag.ingest.embedding import Embedder
 from rag.ingest.index import Index, current_build, load
 from rag.service import make_retriever
 from rag.settings import Settings
-from tests.conftest import LiveServer, writable
+from tests.conftest import LiveServer, Searching, writable
 from tests.posts import write_post
 
 PHRASE = "Zephyrine Quillfeather scheme"  # in no post of data/
@@ -28,39 +26,14 @@ RAG = str(Path(sys.executable).parent / "rag")
 
 @pytest.fixture
 def live_settings(settings: Settings, index: Index, tmp_path: Path) -> Settings:
-    """A private copy of the session's data and built index, to add posts to and ingest."""
+    """A private copy of the session's data and built index, to add posts to and ingest with
+    `rag ingest` (the server does not watch the folder here: tests/api/test_watch.py covers that)."""
     shutil.copytree(settings.data_dir, tmp_path / "data")
     shutil.copytree(settings.index_dir, tmp_path / "index", symlinks=True)
     # No rate limit: the client below searches as fast as it can, and every answer must be a 200.
-    return Settings(data_dir=tmp_path / "data", index_dir=tmp_path / "index", rate_limit=0, _env_file=None)  # type: ignore[call-arg]
-
-
-@dataclass
-class Watch:
-    """What a client saw while searching for PHRASE over and over, each call timed."""
-
-    searches: list[tuple[float, int, str | None, bool]] = field(
-        default_factory=list
-    )  # t, status, version, found
-    readyz: list[tuple[float, int, str | None]] = field(default_factory=list)  # t, status, index_version
-    errors: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self, url: str) -> None:
-        with httpx.Client(base_url=url, timeout=30) as client:
-            while not self.stop.is_set():
-                try:
-                    r = client.post("/v1/search", json={"query": PHRASE, "k": 3})
-                    found = r.status_code == 200 and any(PHRASE in h["text"] for h in r.json()["results"])
-                    self.searches.append(
-                        (time.monotonic(), r.status_code, r.headers.get("x-index-version"), found)
-                    )
-                    ready = client.get("/readyz")
-                    self.readyz.append(
-                        (time.monotonic(), ready.status_code, ready.json().get("index_version"))
-                    )
-                except httpx.HTTPError as exc:
-                    self.errors.append(repr(exc))
+    return Settings(
+        data_dir=tmp_path / "data", index_dir=tmp_path / "index", rate_limit=0, watch=False, _env_file=None
+    )  # type: ignore[call-arg]
 
 
 def _ingest(settings: Settings) -> subprocess.CompletedProcess[str]:
@@ -73,31 +46,24 @@ def test_server_serves_a_new_post_within_10s_of_ingest_without_a_failed_request(
 ) -> None:
     before = load(live_settings.index_dir)
     app = create_app(live_settings, retriever=make_retriever(live_settings, before, model))
-    watch = Watch()
-    with LiveServer(app) as server:
-        client = threading.Thread(target=watch.run, args=(server.url,), daemon=True)
-        client.start()
+    with LiveServer(app) as server, Searching(server.url, [PHRASE]) as client:
         write_post(live_settings.data_dir, "005_new.txt", PHRASE)
         done = _ingest(live_settings)
         ended = time.monotonic()
         assert done.returncode == 0, done.stderr
         assert "reused" in done.stdout
-        while time.monotonic() < ended + 10 and not any(f for t, _, _, f in watch.searches if t > ended):
+        while time.monotonic() < ended + 10 and not any(s.found for s in client.searches if s.at > ended):
             time.sleep(0.1)
         time.sleep(1)  # a few more requests on the new index
-        watch.stop.set()
-        client.join(timeout=30)
 
     old, new = before.manifest["build"], current_build(live_settings.index_dir)
     assert new != old
-    assert not watch.errors
-    assert [s for s in watch.searches if s[1] != 200] == []
-    assert [r for r in watch.readyz if r[1] != 200] == []
-    found_at = min(t for t, _, _, found in watch.searches if found)
+    assert client.failed() == []
+    found_at = min(s.at for s in client.searches if s.found)
     assert found_at - ended <= 10
     # One index per request: the old one never holds the phrase, the new one always does.
-    assert {(version, found) for _, _, version, found in watch.searches} == {(old, False), (new, True)}
-    assert {version for _, _, version in watch.readyz} == {old, new}
+    assert {(s.version, s.found) for s in client.searches} == {(old, False), (new, True)}
+    assert {body["index_version"] for _, _, body in client.readyz} == {old, new}
 
 
 def test_server_keeps_serving_when_a_new_build_fails_to_load(

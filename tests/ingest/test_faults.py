@@ -28,9 +28,10 @@ from rag.errors import IndexIncompatibleError, IndexWriteError
 from rag.ingest.corpus import load_corpus
 from rag.ingest.embedding import Embedder
 from rag.ingest.index import Index, IndexConfig, build, load, read_manifest, save
+from rag.ingest.runs import read_record
 from rag.service import open_index
 from rag.settings import Settings
-from tests.conftest import DATA, StartedServer, free_port, writable
+from tests.conftest import DATA, StartedServer, free_port, stop, writable
 
 RAG = str(Path(sys.executable).with_name("rag"))
 SMALL = ("002_c9ebe3be5a93ccd6.txt", "003_ea05dc3451fe564a.txt")
@@ -152,7 +153,8 @@ def test_ingest_killed_while_embedding_leaves_the_previous_index_loading_and_ser
     assert read_manifest(index_dir) == before
     assert len(load(index_dir).chunks) == before["chunks"]
     with StartedServer(create_app(_settings(data, index_dir))) as live, httpx.Client(base_url=live.url) as c:
-        assert _wait_for(live.url, "ready") == {
+        ready = _wait_for(live.url, "ready")
+        assert {k: ready[k] for k in ("status", "documents", "chunks", "index_version")} == {
             "status": "ready",
             "documents": 2,
             "chunks": before["chunks"],
@@ -189,6 +191,8 @@ def test_ingest_on_a_full_disk_keeps_the_previous_index_and_says_why(
     assert "error: could not write the index to" in run.stderr
     assert "(File too large); the previous index is kept" in run.stderr
     assert "Traceback" not in run.stderr
+    record = read_record(index_dir)  # what /readyz and /metrics report
+    assert record is not None and record.outcome == "failed" and "File too large" in (record.error or "")
     assert read_manifest(index_dir) == before
     assert len(load(index_dir).chunks) == before["chunks"]
     assert [p.name for p in index_dir.glob("build-*")] == [(index_dir / "current").resolve().name]
@@ -265,12 +269,7 @@ def _serving(
     try:
         yield f"http://127.0.0.1:{port}", child, log
     finally:
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        stop(child)
         reader.join(timeout=10)
 
 

@@ -233,3 +233,53 @@ def test_batcher_batch_request_waits_for_the_lanes_and_holds_new_passes_back(emb
     assert lanes.most == 1
     # the later query waited for the batch request, then ran as load (a queue) on a lane
     assert [kind for kind, _ in lanes.passes] == ["wide", "wide", "narrow"]
+
+
+def test_batcher_background_pass_waits_for_a_wide_pass_then_runs_wide_when_alone(embedder: Embedder) -> None:
+    lanes = Lanes(embedder)
+    batcher = QueryBatcher(lanes.wide, max_wait_ms=0, narrow=lanes.narrow, lanes=2)
+    texts = ["a passage the server ingests", "and another one"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(batcher.encode, "first query")
+        assert lanes.wide_started.wait(timeout=60)
+        background = pool.submit(batcher.background, texts)
+        threading.Event().wait(0.2)
+        assert not background.done() and len(lanes.passes) == 1, "it never starts beside a wide pass"
+        lanes.open.set()
+        first.result(timeout=60)
+        vectors = background.result(timeout=60)
+    assert lanes.passes == [("wide", 1), ("wide", 2)]
+    assert float(np.abs(vectors - embedder.encode(texts)).max()) < 1e-5
+    assert batcher.background_passes == 1 and batcher.passes == 1, "background passes are not query passes"
+
+
+def test_batcher_queries_during_background_work_run_narrow_and_background_passes_start_wide_only_alone(
+    embedder: Embedder,
+) -> None:
+    lanes = Lanes(embedder)
+    lanes.open.set()
+    batcher = QueryBatcher(lanes.wide, max_wait_ms=0, narrow=lanes.narrow, lanes=2)
+    done = threading.Event()
+
+    def ingest() -> int:
+        passes = 0
+        with batcher.background_work():
+            while not done.is_set():
+                batcher.background(["a passage the server ingests", "and another"])
+                passes += 1
+        return passes
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        ingesting = pool.submit(ingest)
+        while batcher.background_passes == 0:
+            threading.Event().wait(0.001)
+        vectors = [batcher.encode(q) for q in QUERIES[:6]]  # one client, one query at a time
+        done.set()
+        assert ingesting.result(timeout=60) > 0
+    assert [kind for kind, n in lanes.passes if n == 1] == ["narrow"] * 6, "no query ran wide meanwhile"
+    assert lanes.most <= 2 and lanes.crowded_wide == 0, "a wide background pass starts only alone"
+    assert batcher.narrow_passes == 6 and batcher.idle
+    for query, vector in zip(QUERIES[:6], vectors, strict=True):
+        assert float(np.abs(vector - embedder.encode([query])[0]).max()) < 1e-5
+    alone = batcher.encode("after the ingest")  # a lone query runs wide again
+    assert lanes.passes[-1] == ("wide", 1) and alone.shape == (embedder.dim,)
