@@ -17,9 +17,10 @@ no command run): a full build (`rag ingest --full`, no server running) before an
 between `rag serve` on the copy while a client searches without pause (or `--pause` seconds between
 rounds), each round a unique question (timed; the server caches query vectors) and a search for the
 phrase of the post to come, with /readyz asked four times a second. Each of `--posts` seeded
-synthetic posts of the mean length is written into the folder after 15 s of searching; the script prints how long after the write a search first found
-it, that time over the full build, the search p50 before the write and while the server ingested
-(as /readyz said), every request that failed or was not 200, and the load average.
+synthetic posts of the mean length is written into the folder after 15 s of searching; the script
+prints how long after the write a search first found it, that time over the full build, the search
+p50 before the write and while the server ingested (as /readyz said), every request that failed or
+was not 200, and the load average.
 
     .venv/bin/python scripts/bench_incremental.py [--runs 3]
     .venv/bin/python scripts/bench_incremental.py --watch [--posts 3]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from rag.ingest.runs import watch_lock
 from rag.service import make_retriever
 from rag.settings import Settings
 from rag.synth import SynthSpec, generate
-from tests.conftest import DATA, LiveServer, Searching, free_port, stop
+from tests.conftest import DATA, LiveServer, RagServe, Searching, cli_env
 from tests.posts import post_text, write_post
 
 ADDED = "Zephyrine Quillfeather scheme"  # in no post of data/
@@ -195,37 +194,19 @@ def test_server_with_watch_off_does_not_watch(folder: Settings, model: Embedder)
         assert election.try_acquire(), "nobody took the watch"
 
 
-def test_serve_with_two_workers_watches_and_ingests_in_one_process_only(
-    folder: Settings, tmp_path: Path
-) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "RAG_DATA_DIR": str(folder.data_dir),
-        "RAG_INDEX_DIR": str(folder.index_dir),
-        "RAG_RATE_LIMIT": "0",
-        "RAG_WATCH_SETTLE": "1",
-    }
-    log_path = tmp_path / "serve.log"  # a file, not a pipe: a pipe nobody reads fills and stalls the server
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rag.cli.main", "serve", "--port", str(port), "--workers", "2"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-        )
-        try:
-            with Searching(url, [ADDED]) as client:
-                client.wait_until(lambda: sum(1 for _, s, _ in client.readyz if s == 200) >= 10)
-                write_post(folder.data_dir, "005_new.txt", ADDED)
-                client.wait_until(lambda: client.finds(ADDED))
-                # Twenty searches in a row find it, whichever worker answers (the other reloads it).
-                last = client.searches
-                client.wait_until(lambda: len(last) > 20 and all(s.found for s in last[-20:]))
-        finally:
-            stop(proc, signal.SIGINT, timeout=60)
-    log = log_path.read_text()
+def test_serve_with_two_workers_watches_and_ingests_in_one_process_only(folder: Settings) -> None:
+    env = cli_env(folder)
+    with RagServe(env, workers=2, RAG_RATE_LIMIT="0", RAG_WATCH_SETTLE="1") as live:
+        with Searching(live.url, [ADDED]) as client:
+            write_post(folder.data_dir, "005_new.txt", ADDED)
+            client.wait_until(lambda: client.finds(ADDED))
+            # Twenty searches in a row find it, whichever worker answers (the other reloads it).
+            last = client.searches
+            client.wait_until(lambda: len(last) > 20 and all(s.found for s in last[-20:]))
+        log = live.log.read_text()
+        assert client.failed() == []
+        assert _metric(live.url, "rag_ingest_watching") == 1  # the server watches: one of its workers
+        assert _metric(live.url, 'rag_ingest_total{outcome="ok"}') == 1
     assert len(re.findall(rf"^watching {re.escape(str(folder.data_dir))}:", log, re.MULTILINE)) == 1, log
     assert log.count("ingested 005_new.txt") == 1, log
 
