@@ -6,6 +6,7 @@ probe or lookup must not wait for a thread behind slow work.
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections import Counter
@@ -17,7 +18,7 @@ from fastapi import Depends, Request
 
 from rag.answer.answering import Answerer
 from rag.backends import Registry
-from rag.errors import IndexNotBuiltError, RagError
+from rag.errors import IndexNotBuiltError, IndexUnavailableError, RagError
 from rag.ingest.embedding import Embedder
 from rag.ingest.index import Index
 from rag.ingest.runs import IngestRecord
@@ -94,8 +95,48 @@ async def get_registry(state: StateDep) -> Registry:
     return state.registry
 
 
+logger = logging.getLogger(__name__)
+
+
+def check_served_files(state: AppState) -> None:
+    """Stop serving a memory-mapped build whose files changed in place; only warn for one held in
+    memory (see api/loader.py's docstring). Called by the loader thread between requests and, for a
+    mapped build, as each request takes the index."""
+    serving = state.serving
+    disk = serving.retriever.index.disk if serving is not None else None
+    changed = disk.changed() if disk is not None else []
+    if serving is None or not changed:
+        return
+    names = ", ".join(changed)
+    if not serving.retriever.index.mapped:
+        logger.warning(
+            "index %s: %s changed on disk in place; still serving the copy loaded in memory, but that "
+            "build will not load again: run `rag ingest`",
+            serving.version,
+            names,
+        )
+        return
+    logger.error(
+        "index %s: %s changed on disk in place while memory-mapped; no longer serving it (503) "
+        "until a new build loads: run `rag ingest`",
+        serving.version,
+        names,
+    )
+    # The error first: a request between the two assignments still finds the old index, never
+    # neither (which would read as "still loading").
+    state.error = IndexUnavailableError(
+        "a file of the index being served was changed on disk; the operator should check the server "
+        "log and run `rag ingest`"
+    )
+    state.serving = None
+
+
 async def get_serving(state: StateDep, request: Request) -> Serving:
-    """The index this request uses throughout (FastAPI resolves it once per request)."""
+    """The index this request uses throughout (FastAPI resolves it once per request). A mapped
+    one is first checked for files cut or overwritten in place, which would kill the process at the
+    first read past a cut file's end."""
+    if state.serving is not None and state.serving.retriever.index.mapped:
+        check_served_files(state)
     serving = state.serving
     if serving is None:
         if state.error is not None:

@@ -16,10 +16,11 @@ The same thread checks, at the same interval, whether a file of the build being 
 in place (`DiskWatch`: truncated, or written over by `cp` or `rsync --inplace`). A build read into
 memory keeps serving its intact copy, with a warning in the log. A memory-mapped one would kill the
 process with SIGBUS at the first read past a cut file's new end, so it stops being served: every
-query gets 503 `index_unavailable` until `current` moves to a build that loads. The check runs
-between requests, not before each read, so a request already reading a file as it is cut can still
-meet the fault; read-only build files (`rag.ingest.index`) make that cut unlikely, and reading small
-indexes into memory rules it out for them.
+query gets 503 `index_unavailable` until `current` moves to a build that loads. For a mapped build
+the same check (a `stat` of each file, ~10 µs) also runs as each request takes the index
+(`api.deps.get_serving`), so a file cut between two requests is found before the next one reads it;
+only a request already reading a file as it is cut can still meet the fault. Read-only build files
+(`rag.ingest.index`) make that cut unlikely, and reading small indexes into memory rules it out.
 
 With `RAG_WATCH` on, the thread also starts the server's own ingest (`api.watcher`), which wakes it
 as soon as it has saved a build, so that build is swapped in at once by the same path; it then
@@ -32,8 +33,8 @@ from __future__ import annotations
 import logging
 
 from api import watcher
-from api.deps import AppState, Serving
-from rag.errors import IndexUnavailableError, RagError
+from api.deps import AppState, Serving, check_served_files
+from rag.errors import RagError
 from rag.ingest.embedding import Embedder
 from rag.ingest.index import Index, check_compatible, current_build, load
 from rag.ingest.runs import read_record
@@ -105,7 +106,7 @@ def run(state: AppState) -> None:
         if state.stop.is_set():
             return
         state.ingest.last = read_record(index_dir)
-        _check_served_files(state)
+        check_served_files(state)
         target = current_build(index_dir)
         if target is None or target == seen:
             continue
@@ -118,38 +119,6 @@ def run(state: AppState) -> None:
         seen = new.version  # `current` may have moved again while it loaded
         old, state.serving, state.error = _version(state), new, None
         logger.warning("now serving index %s (was %s)", new.version, old)
-
-
-def _check_served_files(state: AppState) -> None:
-    """Stop serving a memory-mapped build whose files changed in place; only warn for one held in
-    memory (see the module docstring)."""
-    serving = state.serving
-    disk = serving.retriever.index.disk if serving is not None else None
-    changed = disk.changed() if disk is not None else []
-    if serving is None or not changed:
-        return
-    names = ", ".join(changed)
-    if not serving.retriever.index.mapped:
-        logger.warning(
-            "index %s: %s changed on disk in place; still serving the copy loaded in memory, but that "
-            "build will not load again: run `rag ingest`",
-            serving.version,
-            names,
-        )
-        return
-    logger.error(
-        "index %s: %s changed on disk in place while memory-mapped; no longer serving it (503) "
-        "until a new build loads: run `rag ingest`",
-        serving.version,
-        names,
-    )
-    # The error first: a request between the two assignments still finds the old index, never
-    # neither (which would read as "still loading").
-    state.error = IndexUnavailableError(
-        "a file of the index being served was changed on disk; the operator should check the server "
-        "log and run `rag ingest`"
-    )
-    state.serving = None
 
 
 def _version(state: AppState) -> str | None:

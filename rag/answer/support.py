@@ -33,7 +33,7 @@ Level = Literal["strong", "weak", "none"]
 
 # Both chosen by 5-fold cross-validation (see the module docstring).
 LEXICAL_WEIGHT = 1.0
-WEAK_BELOW = 0.325
+WEAK_BELOW = 0.35
 
 
 @dataclass(frozen=True)

@@ -385,6 +385,22 @@ def test_server_with_a_mapped_index_truncated_in_place_answers_503_until_a_good_
         assert child.poll() is None, "the process is still up"
 
 
+def test_mapped_index_cut_between_two_requests_is_refused_by_the_next_one(
+    ingested: tuple[Path, Path, dict[str, Any]],
+) -> None:
+    """With the loader's periodic check off, the check each request makes as it takes a mapped
+    index is what stands between a cut file and SIGBUS: the very next search gets a 503."""
+    data, index_dir, _ = ingested
+    with _serving(data, index_dir, {"RAG_RELOAD_INTERVAL": "0", "RAG_MAP_ABOVE_MB": "0"}) as (url, child, _):
+        _wait_for(url, "ready")
+        assert _search(url).status_code == 200  # the mapped pages are in use
+        _truncate_largest_vectors(index_dir)
+        r = _search(url)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "index_unavailable", r.text
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        assert child.poll() is None, "the process is still up"
+
+
 def test_truncating_a_saved_vector_file_is_refused_even_to_its_owner(small: tuple[Path, Index]) -> None:
     """Read-only build files stop the ordinary in-place writers (truncate, cp or rsync --inplace
     over a file) of anyone but root. The build is made by and belongs to an unprivileged user."""
