@@ -48,7 +48,7 @@ import numpy as np
 from rag.errors import IndexIncompatibleError, IndexNotBuiltError, IndexWriteError, NotFoundError, echoed
 from rag.ingest import vectors
 from rag.ingest.bm25 import BM25Index
-from rag.ingest.chunking import ENCODING, PARENT_WORDS, Chunk, chunk_corpus
+from rag.ingest.chunking import ENCODING, PARENT_WORDS, Chunk, chunk_corpus, chunk_document
 from rag.ingest.corpus import Corpus, Document, Node, load_corpus
 from rag.ingest.embedding import Embedder
 from rag.ingest.incremental import VectorCache, changes
@@ -219,6 +219,26 @@ def _encode_missing(
     out[rows] = encoded[[position[texts[i]] for i in rows]]
 
 
+def _chunk(corpus: Corpus, config: IndexConfig, embedder: Embedder, base: Index | None) -> list[Chunk]:
+    """The corpus's chunks. A post whose file is byte for byte the one `base` chunked (same source,
+    same text) keeps base's chunks, which chunking it again would give (same text, size and
+    tokenizer): an ingest of one new post then chunks that post, not the whole archive, whose cost
+    grows with it (counting word pieces is most of chunking)."""
+    if base is None:
+        return chunk_corpus(corpus.documents, config.chunk_size, config.chunk_overlap, embedder.fits)
+    kept: dict[str, list[Chunk]] = {}
+    for chunk in base.chunks:
+        kept.setdefault(chunk.document_id, []).append(chunk)
+    chunks: list[Chunk] = []
+    for doc in corpus.documents:
+        old = base.documents.get(doc.id)
+        if old is not None and old.raw == doc.raw and old.source == doc.source and doc.id in kept:
+            chunks.extend(kept[doc.id])
+        else:
+            chunks.extend(chunk_document(doc, config.chunk_size, config.chunk_overlap, embedder.fits))
+    return chunks
+
+
 def build(
     corpus: Corpus,
     embedder: Embedder,
@@ -236,7 +256,7 @@ def build(
         # Everything is to encode: the model loads in the background while the corpus is chunked
         # (which needs only its tokenizer). A build reusing vectors loads it only if some are new.
         embedder.preload()
-    chunks = chunk_corpus(corpus.documents, config.chunk_size, config.chunk_overlap, embedder.fits)
+    chunks = _chunk(corpus, config, embedder, base)
     sentences = split_sentences(corpus.documents, chunks)
     texts = [c.embed_text for c in chunks] + [s.embed_text for s in sentences]
     embedded = np.zeros((len(texts), embedder.dim), dtype=np.float32)
