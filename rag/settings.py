@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUNDLED_MODEL = "bundled"
 Runtime = Literal["torch", "onnx"]
-DEFAULT_RUNTIME: Runtime = "torch"  # decided by measurement: README, Performance, "The runtime"
+DEFAULT_RUNTIME: Runtime = "onnx"  # decided by measurement: README, Performance, "The runtime"
 
 
 def user_cache_dir() -> Path:
@@ -42,8 +42,8 @@ class Settings(BaseSettings):
     runtime: Runtime = Field(
         DEFAULT_RUNTIME,
         description="What runs the bundled model (and any BERT + mean pooling folder): `torch`, or "
-        "`onnx` (ONNX Runtime on the CPU, exported once from the bundled weights into RAG_CACHE_DIR; "
-        "needs the `onnx` extra). Other models, and any device but `cpu`, run in torch.",
+        "`onnx` (ONNX Runtime on the CPU, exported once from the bundled weights into RAG_CACHE_DIR). "
+        "Other models, and any device but `cpu`, run in torch.",
     )
     cache_dir: Path = Field(
         default_factory=user_cache_dir,

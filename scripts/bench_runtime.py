@@ -23,7 +23,7 @@ rounds of 1 then 16 concurrent clients alternate server by server (searches/s, a
 These are `make bench`'s two figures of the rule, measured paired, so a shared machine's drift hits
 both servers alike.
 
-    .venv/bin/pip install -e ".[onnx]"   # ONNX Runtime and onnx, for the export
+    (ONNX Runtime and onnx, for the export, are dependencies of the project)
     .venv/bin/python scripts/bench_runtime.py [--quality]
     .venv/bin/python scripts/bench_runtime.py http [--queries 200] [--rounds 3]
     .venv/bin/python scripts/bench_runtime.py diff torch.json onnx.json

@@ -151,7 +151,7 @@ class _LazyBert:
             return cached_encoder(self.layout, self.onnx_cache)
         except ModuleNotFoundError as exc:
             raise RagError(
-                f"RAG_RUNTIME=onnx needs {exc.name} (pip install -e '.[onnx]'), or set RAG_RUNTIME=torch"
+                f"RAG_RUNTIME=onnx needs {exc.name} (a dependency: pip install -e .); or RAG_RUNTIME=torch"
             ) from exc
         except Exception as exc:  # torch's exporter and ONNX Runtime raise their own classes
             raise RagError(

@@ -34,11 +34,11 @@ def onnx_embedder(model: Embedder) -> Embedder:
     return model if model.runtime == "onnx" else Embedder(runtime="onnx")
 
 
-def test_default_runtime_is_torch_and_settings_agree() -> None:
+def test_default_runtime_is_onnx_and_settings_agree() -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert DEFAULT_RUNTIME == settings.runtime == "torch"  # the measured decision (README)
-    assert Embedder.from_settings(settings).runtime == "torch"
-    assert Embedder.from_settings(settings.model_copy(update={"runtime": "onnx"})).runtime == "onnx"
+    assert DEFAULT_RUNTIME == settings.runtime == "onnx"  # the measured decision (README)
+    assert Embedder.from_settings(settings).runtime == "onnx"
+    assert Embedder.from_settings(settings.model_copy(update={"runtime": "torch"})).runtime == "torch"
 
 
 def test_onnx_vectors_equal_torch_over_the_corpus(
