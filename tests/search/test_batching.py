@@ -4,6 +4,7 @@ run on the batcher's own lane threads."""
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -154,15 +155,21 @@ class Lanes:
         self.running = 0
         self.most = 0
         self.passes: list[tuple[str, int]] = []
+        self.threads: list[tuple[str, int]] = []  # each pass's thread: name, OS priority (nice)
         self.crowded_wide = 0  # wide passes that started beside another pass
         self.wide_started = threading.Event()
         self.open = threading.Event()
 
     def _run(self, kind: str, texts: list[str]) -> np.ndarray:
+        # A wide background pass runs as parts, one a lane: its helpers' parts are that one pass.
+        part = threading.current_thread().name.startswith("background-encode")
         with self.lock:
-            self.running += 1
+            self.running += not part
             self.most = max(self.most, self.running)
             self.passes.append((kind, len(texts)))
+            self.threads.append(
+                (threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            )
             self.crowded_wide += kind == "wide" and self.running > 1
         try:
             if kind == "wide":
@@ -173,7 +180,7 @@ class Lanes:
             return self.embedder.encode(texts)
         finally:
             with self.lock:
-                self.running -= 1
+                self.running -= not part
 
     def wide(self, texts: list[str]) -> np.ndarray:
         return self._run("wide", texts)
@@ -235,10 +242,12 @@ def test_batcher_batch_request_waits_for_the_lanes_and_holds_new_passes_back(emb
     assert [kind for kind, _ in lanes.passes] == ["wide", "wide", "narrow"]
 
 
-def test_batcher_background_pass_waits_for_a_wide_pass_then_runs_wide_when_alone(embedder: Embedder) -> None:
+def test_batcher_background_pass_waits_for_a_wide_pass_then_spreads_over_every_lane_when_alone(
+    embedder: Embedder,
+) -> None:
     lanes = Lanes(embedder)
     batcher = QueryBatcher(lanes.wide, max_wait_ms=0, narrow=lanes.narrow, lanes=2)
-    texts = ["a passage the server ingests", "and another one"]
+    texts = ["a passage the server ingests", "and another one", "and a third, longer than the others"]
     with ThreadPoolExecutor(max_workers=2) as pool:
         first = pool.submit(batcher.encode, "first query")
         assert lanes.wide_started.wait(timeout=60)
@@ -248,9 +257,31 @@ def test_batcher_background_pass_waits_for_a_wide_pass_then_runs_wide_when_alone
         lanes.open.set()
         first.result(timeout=60)
         vectors = background.result(timeout=60)
-    assert lanes.passes == [("wide", 1), ("wide", 2)]
-    assert float(np.abs(vectors - embedder.encode(texts)).max()) < 1e-5
+    assert lanes.passes[0] == ("wide", 1)
+    assert sorted(lanes.passes[1:]) == [("narrow", 1), ("narrow", 2)], "one-thread parts, one a lane"
+    assert float(np.abs(vectors - embedder.encode(texts)).max()) < 1e-5, "each text keeps its own vector"
     assert batcher.background_passes == 1 and batcher.passes == 1, "background passes are not query passes"
+
+
+def test_batcher_background_parts_run_at_the_priority_of_the_thread_that_asked(embedder: Embedder) -> None:
+    """The ingest thread runs at a lower OS priority so searches win the cores; the helper threads
+    that run the other parts of its passes must not run at a higher one."""
+    lanes = Lanes(embedder)
+    lanes.open.set()
+    batcher = QueryBatcher(lanes.wide, max_wait_ms=0, narrow=lanes.narrow, lanes=2)
+
+    def ingest() -> np.ndarray:
+        me = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, me, os.getpriority(os.PRIO_PROCESS, me) + 3)
+        return batcher.background(["a passage the server ingests", "and another one"])
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        vectors = pool.submit(ingest).result(timeout=60)
+    assert vectors.shape == (2, embedder.dim)
+    names = [name for name, _ in lanes.threads]
+    assert len(names) == 2 and sum(name.startswith("background-encode") for name in names) == 1
+    caller, helper = sorted(lanes.threads, key=lambda t: t[0].startswith("background-encode"))
+    assert helper[1] >= caller[1] == os.getpriority(os.PRIO_PROCESS, 0) + 3
 
 
 def test_batcher_queries_during_background_work_run_narrow_and_background_passes_start_wide_only_alone(
@@ -265,7 +296,8 @@ def test_batcher_queries_during_background_work_run_narrow_and_background_passes
         passes = 0
         with batcher.background_work():
             while not done.is_set():
-                batcher.background(["a passage the server ingests", "and another"])
+                # Four texts: a wide pass's parts hold two each, told apart from the one-query passes.
+                batcher.background(["a passage the server ingests", "and another", "a third", "a fourth"])
                 passes += 1
         return passes
 
