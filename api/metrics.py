@@ -17,7 +17,8 @@ tests build many) never collide and each reports only its own traffic. What is m
   ran, wide (alone, every core) or narrow (one core, beside others), and the queries they served
   (their ratio is the mean batch); ``lane="ingest"`` counts the server's own ingest's passes.
 - ``rag_ingest_watching``, ``rag_ingest_running`` and ``rag_ingest_total{outcome}``: the server's
-  watch of its data folder and its own ingests (api/watcher.py); ``rag_ingest_last_timestamp_seconds``,
+  watch of its data folder and its own ingests (api/watcher.py; ``restarted``: a build dropped
+  because a file it read was still being written); ``rag_ingest_last_timestamp_seconds``,
   ``rag_ingest_last_success`` and ``rag_ingest_last_duration_seconds``: the last ingest into the
   index folder, by the server or `rag ingest` (``index/last_ingest.json``).
 
@@ -217,7 +218,7 @@ class Metrics:
         status = self.state.ingest
         self.watching.set(int(status.watching))
         self.ingesting.set(int(status.running_since is not None))
-        outcomes = ("ok", "failed")
+        outcomes = ("ok", "failed", "restarted")
         counts = self._ingested.delta(status.outcomes, tuple(float(status.outcomes[o]) for o in outcomes))
         for outcome, grown in zip(outcomes, counts, strict=True):
             self.ingests.labels(outcome).inc(grown)

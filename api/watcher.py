@@ -4,7 +4,7 @@ With `RAG_WATCH` on (the default), the loader thread starts this once the index 
 process per index folder watches: the one holding ``index/watch.lock`` (`rag serve --workers N`
 starts N servers over one index; the others only reload what it builds, and take over the watch if
 its process ends). When post files are added, changed or removed (`rag.ingest.watch`; a file is
-taken only once it has held still for `RAG_WATCH_SETTLE` seconds), it runs `rag.service.ingest`,
+published only once it has held still for `RAG_WATCH_SETTLE` seconds), it runs `rag.service.ingest`,
 the very code `rag ingest` runs: the same ingest lock (so a `rag ingest` started meanwhile waits
 for it, or it for that one), the same incremental build (only new or changed texts are encoded,
 the vectors of the rest taken from the index served), saved as a normal build with `current`
@@ -38,7 +38,7 @@ import numpy as np
 from api.deps import AppState
 from rag.ingest.corpus import load_corpus
 from rag.ingest.embedding import Embedder
-from rag.ingest.runs import Cancelled, IngestRecord, read_record, watch_lock
+from rag.ingest.runs import Cancelled, FilesChanged, IngestRecord, read_record, watch_lock
 from rag.ingest.watch import PendingChanges, watch_posts
 from rag.search.batching import QueryBatcher
 from rag.search.retrieval import query_batcher
@@ -52,6 +52,10 @@ WHO = "rag serve, watching its data folder"  # how other ingests and the record 
 PASS_CHARS = 2000
 RETRY_AFTER = 60.0  # seconds before a failed ingest is tried again with no new change
 ELECTION_EVERY = 5.0  # seconds between a non-watching process's tries to take the watch over
+# An ingest starts once the changed files have paused for this share of RAG_WATCH_SETTLE (they must
+# hold still for all of it before the build is published, `rag.ingest.watch`): a writer's short
+# pauses start no ingest to be dropped, and a file renamed into place starts one at once.
+START_AFTER = 0.2
 
 
 class _LaneEmbedder(Embedder):
@@ -116,7 +120,8 @@ def _run(state: AppState, model: Embedder) -> None:
         logger.warning("watching %s: new, changed and removed posts are ingested", settings.data_dir)
         if _corpus_changed(state):  # while the index loaded, before the watch began
             pending.add(set())
-        while (changed := pending.take(settings.watch_settle, state.stop)) is not None:
+        # Start once the changes pause; the ingest itself waits out the rest of the settle time.
+        while (changed := pending.take(settings.watch_settle * START_AFTER, state.stop)) is not None:
             _ingest(state, model, changed, pending)
     finally:
         state.ingest.watching = False
@@ -167,7 +172,14 @@ def _ingest(state: AppState, model: Embedder, changed: set[Path], pending: Pendi
             by=WHO,
             previous=serving.retriever.index if serving is not None else None,
             stop=state.stop,
+            still_for=settings.watch_settle,
         )
+    except FilesChanged as exc:  # a file still being written: taken again once it pauses
+        state.ingest.running_since = None
+        state.ingest.outcomes["restarted"] += 1
+        logger.info("ingest of %s dropped, nothing saved: %s", names, exc)
+        pending.add(exc.paths)
+        return
     except Cancelled:
         state.ingest.running_since = None
         logger.info("ingest stopped: the server is shutting down")

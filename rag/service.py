@@ -66,6 +66,7 @@ def ingest(
     by: str = "rag ingest",
     previous: Index | None = None,
     stop: threading.Event | None = None,
+    still_for: float | None = None,
 ) -> tuple[Index, Corpus]:
     """Parse the data directory and build and save a fresh index.
 
@@ -75,17 +76,28 @@ def ingest(
     loaded). Holds the index folder's ingest lock throughout, waiting up to `wait` seconds for it
     (None: as long as it takes, or until `stop` is set: Cancelled) and then raising
     IngestLockedError naming the holder; `by` is the name other ingests see. How it ended is
-    recorded in the folder (`rag.ingest.runs`).
+    recorded in the folder (`rag.ingest.runs`). With `still_for` (the server's watch), it saves only
+    if every post file it read held still that many seconds from just before it read them, waiting
+    out the rest of that time first, and raises FilesChanged naming the ones that did not.
     """
     lock = ingest_lock(settings.index_dir, by)
     if not lock.acquire(wait, stop, _waiting_for):
         raise Cancelled("stopped while waiting for the ingest lock")
     started = time.time()
     try:
+        still = None
+        if still_for is not None:
+            from rag.ingest.watch import StillFiles  # the server's: `rag ingest` needs no watchfiles
+
+            still = StillFiles(settings.data_dir, still_for, stop or threading.Event())
         corpus = load_corpus(settings.data_dir)
+        if still is not None:
+            still.check_read()  # before encoding anything: a file came, went or changed as it was read
         if not full and previous is None:
             previous = _previous(settings.index_dir)
         index = build(corpus, embedder, index_config(settings), progress, None if full else previous)
+        if still is not None:
+            still.check_held()
         save(index, settings.index_dir)
     except Cancelled:  # abandoned, not failed: nothing was written, and nothing to report
         raise

@@ -111,7 +111,8 @@ class Settings(BaseSettings):
         gt=0,
         le=60,
         description="Seconds a changed post file must stay unchanged (size and times) before the "
-        "server ingests it, so a file still being written is not taken half.",
+        "server publishes a build of it, so a file still being written is not taken half; the ingest "
+        "starts once changes pause for a fifth of this and waits out the rest before it saves.",
     )
     watch_nice: int = Field(
         5,

@@ -44,6 +44,15 @@ class Cancelled(Exception):
     """An ingest stopped before it saved anything: the server running it is shutting down."""
 
 
+class FilesChanged(Cancelled):
+    """An ingest stopped before it saved anything: post files it read changed before they had held
+    still long enough (a file still being written), so it would have published part of one."""
+
+    def __init__(self, paths: set[Path]) -> None:
+        self.paths = paths
+        super().__init__("changed while being read: " + ", ".join(sorted(p.name for p in paths)))
+
+
 def utc(seconds: float) -> str:
     """A Unix time as the ISO 8601 UTC string the API and the logs show."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))

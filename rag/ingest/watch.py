@@ -6,12 +6,18 @@ file system, some containers) or when asked (`RAG_WATCH_POLL`). Editors' swap, b
 files (``.post.txt.swp``, ``post.txt~``, ``4913``) are not post files, so they are never seen.
 
 A file still being written must never be ingested half. No portable event says "closed after
-writing", so `PendingChanges.take` hands out changed files only once they have held still: each
-one's size, modification and change times and inode unchanged for `settle` seconds (a removed file
-counts as still). A file renamed into place whole (what editors, `rsync` and `cp` to a temporary
-name then `mv` do) is taken after one settle interval; a writer that pauses longer than that in the
-middle of a file would have the part written so far taken, and the whole taken again once it writes
-the rest, so write post files by renaming them into place.
+writing", so a build is published only from files that held still: each one's size, modification
+and change times and inode unchanged for `settle` seconds (a removed file counts as still). The
+wait runs beside the work rather than before it: `PendingChanges.take` hands out changed files once
+their changes pause for a moment (a burst of writes is one ingest); the ingest notes every post
+file's signature and reads the folder at once, and before it saves, `StillFiles` waits out what is
+left of `settle` since then and looks again. If a file it read has changed, the build is dropped
+(`FilesChanged`: nothing saved) and the file taken again once it pauses. A post's ingest takes
+longer than `settle`, so the wait usually costs nothing (when it came first, it was a fifth of the
+time to find a new post). A file renamed into place whole (what editors, `rsync` and `cp` to a
+temporary name then `mv` do) is published after one ingest; a writer that pauses longer than
+`settle` in the middle of a file would have the part written so far published, and the whole once
+it writes the rest, so write post files by renaming them into place.
 
 Not here: what is done with the files (the server's ingest, `api.watcher`).
 """
@@ -26,6 +32,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from watchfiles import Change, watch
+
+from rag.ingest.corpus import corpus_files
+from rag.ingest.runs import Cancelled, FilesChanged
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +64,38 @@ def watch_posts(data_dir: Path, stop: threading.Event, poll: bool = False) -> It
         rust_timeout=1000,
     ):
         yield {Path(path) for _, path in changes}
+
+
+def snapshot(data_dir: Path) -> dict[Path, Signature]:
+    """The signature of every post file `rag.ingest.corpus.load_corpus` would read in `data_dir`."""
+    return {path: _signature(path) for path in corpus_files(data_dir)}
+
+
+class StillFiles:
+    """The post files of a folder as an ingest reads them, and whether they held still: made just
+    before the ingest reads the folder, checked after it read it and again before it saves."""
+
+    def __init__(self, data_dir: Path, settle: float, stop: threading.Event) -> None:
+        self.data_dir, self.settle, self.stop = data_dir, settle, stop
+        self.seen = snapshot(data_dir)
+        self.since = time.monotonic()
+
+    def check_read(self) -> None:
+        """Raise FilesChanged if a post file came, went or changed while the folder was read."""
+        now = snapshot(self.data_dir)
+        moved = {path for path in self.seen.keys() | now.keys() if self.seen.get(path) != now.get(path)}
+        if moved:
+            raise FilesChanged(moved)
+
+    def check_held(self) -> None:
+        """Once `settle` seconds have passed since the folder was read, raise FilesChanged if a file
+        it read has changed since: otherwise each held still throughout, for a write moves a file's
+        change time, which nothing can set back. Raises Cancelled once `stop` is set."""
+        if self.stop.wait(max(0.0, self.since + self.settle - time.monotonic())):
+            raise Cancelled("the server is shutting down")
+        moved = {path for path, signature in self.seen.items() if _signature(path) != signature}
+        if moved:
+            raise FilesChanged(moved)
 
 
 def _signature(path: Path) -> Signature:

@@ -17,9 +17,10 @@ import pytest
 from rag.errors import IngestLockedError
 from rag.ingest.embedding import Embedder
 from rag.ingest.index import current_build
-from rag.ingest.runs import ingest_lock, read_record, utc
+from rag.ingest.runs import FilesChanged, ingest_lock, read_record, utc
 from rag.service import ingest
 from rag.settings import Settings
+from tests.posts import post_text, write_post
 
 RAG = str(Path(sys.executable).parent / "rag")
 
@@ -136,3 +137,43 @@ def test_ingest_records_its_outcome_build_and_skipped_files_in_the_index_folder(
     assert record.skipped == ["bad.txt:4: binary data (a NUL byte), not a post export"]
     assert (record.encoded, record.reused) == (0, index.manifest["incremental"]["reused"])
     assert record.finished >= record.started
+
+
+class _WritesMeanwhile(Embedder):
+    """The served model, and a writer that appends to a post file while the ingest encodes."""
+
+    target: Path
+
+    def encode(self, texts, batch_size: int = 64, threads: int | None = None):  # type: ignore[no-untyped-def]
+        with self.target.open("a", encoding="utf-8") as fh:
+            fh.write("\nAnonymous 1 April 2021 at 09:00:\n\nThe writer was not done yet.\n")
+        return super().encode(texts, batch_size, threads)
+
+
+def test_ingest_that_must_hold_still_saves_nothing_when_a_file_it_read_changes_before_then(
+    copy: Settings, embedder: Embedder
+) -> None:
+    """The server's watch starts an ingest before a new file has held still; what it read must not
+    be published if the file was still being written."""
+    before, record = current_build(copy.index_dir), read_record(copy.index_dir)
+    new = copy.data_dir / "005_half.txt"
+    new.write_text(
+        post_text("A Post Half Written", "Friday, 1 March 2019", ["A body."], []), encoding="utf-8"
+    )
+    writer = _WritesMeanwhile.from_loaded(embedder)
+    writer.target = new
+    with pytest.raises(FilesChanged) as caught:
+        ingest(copy, writer, by="a test", still_for=0.2)
+    assert caught.value.paths == {new} and "005_half.txt" in str(caught.value)
+    assert current_build(copy.index_dir) == before and read_record(copy.index_dir) == record, "nothing saved"
+
+
+def test_ingest_that_must_hold_still_waits_out_the_rest_of_that_time_then_saves(
+    copy: Settings, embedder: Embedder
+) -> None:
+    write_post(copy.data_dir, "005_whole.txt", "Zephyrine Quillfeather scheme")
+    started = time.monotonic()
+    index, _ = ingest(copy, embedder, by="a test", still_for=1.5)
+    assert time.monotonic() - started >= 1.5, "saved only once the files it read held still that long"
+    assert current_build(copy.index_dir) == index.manifest["build"]
+    assert "005_whole" in index.documents

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.ingest.watch import PendingChanges, is_post_file, watch_posts
+from rag.ingest.runs import Cancelled, FilesChanged
+from rag.ingest.watch import PendingChanges, StillFiles, is_post_file, watch_posts
 
 
 @pytest.mark.parametrize(
@@ -109,3 +110,30 @@ def test_pending_changes_returns_none_once_stopped(tmp_path: Path) -> None:
     assert pending.take(settle=1.0, stop=stop) is None
     pending.add({tmp_path / "a.txt"})
     assert pending.take(settle=5.0, stop=stop) is None
+
+
+def test_still_files_name_what_came_went_or_changed_and_wait_out_the_settle_time(tmp_path: Path) -> None:
+    kept, gone, changed = (tmp_path / f"00{n}.txt" for n in range(3))
+    for path in (kept, gone, changed):
+        path.write_text("a post", encoding="utf-8")
+    still = StillFiles(tmp_path, settle=0.5, stop=threading.Event())
+    still.check_read()  # nothing moved yet
+    gone.unlink()
+    changed.write_text("a post, longer now", encoding="utf-8")
+    came = tmp_path / "003.txt"
+    came.write_text("a new post", encoding="utf-8")
+    (tmp_path / ".004.txt.tmp").write_text("not a post file", encoding="utf-8")
+    with pytest.raises(FilesChanged) as read:
+        still.check_read()
+    assert read.value.paths == {gone, changed, came}
+    started = time.monotonic()
+    with pytest.raises(FilesChanged) as held:
+        still.check_held()
+    assert held.value.paths == {gone, changed}, "a file that was not read is not the build's concern"
+    assert time.monotonic() - started >= 0.4, "it first waits out the settle time"
+    calm = StillFiles(tmp_path, settle=0.2, stop=threading.Event())
+    calm.check_held()  # nothing changed: it returns once the time is up
+    stopped = threading.Event()
+    stopped.set()
+    with pytest.raises(Cancelled):
+        StillFiles(tmp_path, settle=30, stop=stopped).check_held()
