@@ -15,11 +15,12 @@ at the next change or after `RETRY_AFTER` seconds.
 
 Searches keep their latency meanwhile: the ingest encodes its texts a few at a time (`PASS_CHARS`)
 through the query batcher's background lane (`QueryBatcher.background`: a pass starts only when no
-query waits and a lane is free, wide on idle cores, narrow beside a query; a query never queues
-behind one, and queries run narrow while the ingest encodes, so it keeps its lane), and its thread
-runs at a lower OS priority (`RAG_WATCH_NICE`, 5: a search's thread gets 3 times its share of a
-core they both want; on Linux, where a thread's priority is its own and the threads torch starts
-for it inherit it), so the event loop and the searches' own work come first on the cores.
+query waits and a lane is free, on every idle core as one-thread parts, on one beside a query; a
+query never queues behind one, and queries run narrow while the ingest encodes, so it keeps its
+lane), and its thread runs at a lower OS priority (`RAG_WATCH_NICE`, 5: a search's thread gets 3
+times its share of a core they both want; on Linux, where a thread's priority is its own, and the
+helper threads that run the other parts of its passes take it), so the event loop and the
+searches' own work come first on the cores.
 """
 
 from __future__ import annotations
