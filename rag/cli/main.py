@@ -33,7 +33,13 @@ UrlOpt = Annotated[
 ]
 FileOpt = Annotated[
     Path | None,
-    typer.Option("--file", "-f", exists=True, dir_okay=False, help="Read one query per line from this file."),
+    typer.Option(
+        "--file",
+        "-f",
+        dir_okay=False,
+        allow_dash=True,  # typer 0.29 checks a dash as a path, so `read_batch` checks that it exists
+        help="Read one query per line from this file ('-': standard input).",
+    ),
 ]
 BATCH = 100  # queries per POST /v1/search/batch, quotes per POST /v1/cite/batch
 T = TypeVar("T")

@@ -24,7 +24,12 @@ from rag.ingest.corpus import node_label
 
 
 def read_batch(path: Path | None, stdin: TextIO | None = None) -> Iterator[str | dict[str, Any]]:
-    """Non-blank lines of `path` (or stdin): plain text, or a JSON object such as a search request."""
+    """Non-blank lines of `path` (or stdin, also for a path of ``-``): plain text, or a JSON object
+    such as a search request."""
+    if path is not None and str(path) == "-":
+        path = None
+    elif path is not None and not path.is_file():
+        raise InvalidRequestError(f"--file {path}: no such file")
     stream = path.open(encoding="utf-8") if path is not None else (stdin or sys.stdin)
     try:
         for number, line in enumerate(stream, start=1):

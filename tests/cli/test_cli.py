@@ -86,6 +86,10 @@ def test_cli_cite_file_sends_batches_of_100_and_prints_json_lines_in_order_remot
     assert remote[100]["matches"] == single["matches"]  # the first quote of the second batch
     local = run(env, "cite", "-", "--json", stdin="\n".join(lines[-3:]) + "\n")
     assert [json.loads(x) for x in local.splitlines()] == remote[-3:]
+    dash = run(env, "cite", "--file", "-", "--json", "--url", server.url, stdin="\n".join(lines[-3:]) + "\n")
+    assert [json.loads(x) for x in dash.splitlines()] == remote[-3:], "--file - reads standard input"
+    missing = runner.invoke(app, ["cite", "--file", str(tmp_path / "none.txt"), "--json"], env=env)
+    assert missing.exit_code == 1 and "none.txt: no such file" in " ".join(missing.output.split())
 
 
 def test_cli_documents_and_passage_json(env: dict[str, str], server: LiveServer, index: Index) -> None:
