@@ -31,9 +31,9 @@ than cores busy for the rest of that pass; the caller keeps passes short and run
 OS priority, so the query's thread wins the core.) It runs on the caller's thread, not a lane
 thread, and the other parts of a wide pass on helper threads set to the caller's priority, so
 that the caller's priority holds on every core it uses (the memory bound above grows by those
-threads). Inside `background_work()`, a query that finds
-nothing running runs narrow too: otherwise a steady client would start a wide pass in every gap
-between background passes, and the work would wait behind each one and barely advance.
+threads). Inside `background_work()`, a query that finds nothing running runs narrow too:
+otherwise a steady client would start a wide pass in every gap between background passes, and the
+work would wait behind each one and barely advance.
 
 Not here: caching vectors of repeated queries (the retriever's LRU cache sits in front of this).
 """
