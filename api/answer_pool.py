@@ -7,7 +7,7 @@ behind them. Answers (asks, chat completions) therefore run on a `CapacityLimite
 ``RAG_ASK_WORKERS`` threads; more asks wait their turn without holding a thread. Health probes and
 the dependencies are `async` and touch no pool at all.
 
-An answer's LLM deadline runs from the request's admission (`count_from_admission`), not from
+An answer's LLM deadline runs from the request's admission (`enlist`), not from
 when it gets a thread: with more slots than threads (`RAG_MAX_CONCURRENT_ASKS` over
 `RAG_ASK_WORKERS`) an ask that waited for one would otherwise get a whole `RAG_LLM_TIMEOUT` on
 top of the wait. One whose deadline passed while it waited falls back to the extractive answer.
@@ -40,11 +40,13 @@ def _next(items: Iterator[T]) -> T | object:
     return next(items, _END)
 
 
-def count_from_admission(request: Request, answerer: Answerer, llm_timeout: float) -> None:
-    """Give the answer's backend call its deadline: `llm_timeout` after the request was admitted
-    (`api.limits.ConcurrencyLimit`), or after now for a request no slot admitted."""
+def enlist(state: AppState, request: Request, answerer: Answerer) -> None:
+    """Make `answerer` one of the server's answers: listed, so a shutdown can cut its LLM call in
+    time (`cut_answers`), and with its backend call's deadline `RAG_LLM_TIMEOUT` after the request
+    was admitted (`api.limits.ConcurrencyLimit`), or after now for a request no slot admitted."""
+    state.answers.add(answerer)
     admitted: float = request.scope.get(ADMITTED, time.monotonic())
-    answerer.backend.deadline = admitted + llm_timeout
+    answerer.backend.deadline = admitted + answerer.backend.settings.llm_timeout
 
 
 async def run_answer(

@@ -131,16 +131,27 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "internal error; the server log has details")
 
 
-def _without_default_validation_error(app: FastAPI) -> None:
-    """FastAPI documents a 422 in its own `detail` shape on every route with a parameter; the server
-    never sends that shape (`_validation_error` answers in ours), so the schema drops it. Routes that
-    can send a 422 document it with `documented(422)`, and FastAPI then adds none of its own."""
+def edit_openapi(app: FastAPI, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Make `edit` part of how the app's OpenAPI document is generated (once, then cached by
+    FastAPI), after the edits added before it."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = generate()
+        edit(schema)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _without_default_validation_error(app: FastAPI) -> None:
+    """FastAPI documents a 422 in its own `detail` shape on every route with a parameter; the server
+    never sends that shape (`_validation_error` answers in ours), so the schema drops it. Routes that
+    can send a 422 document it with `documented(422)`, and FastAPI then adds none of its own."""
+
+    def edit(schema: dict[str, Any]) -> None:
         default = "#/components/schemas/HTTPValidationError"
         for operations in schema.get("paths", {}).values():
             for operation in operations.values():
@@ -151,29 +162,23 @@ def _without_default_validation_error(app: FastAPI) -> None:
         components = schema.get("components", {}).get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
-        return schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    edit_openapi(app, edit)
 
 
 def document_middleware_errors(app: FastAPI, statuses: Callable[[str, str, bool], Iterable[int]]) -> None:
     """Add the statuses middleware sends before any route runs (keys, rate, slots, deadline, stalled
     bodies) to each operation they can reach: `statuses(method, path, has_body)` names them."""
-    generate = app.openapi
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = generate()
+    def edit(schema: dict[str, Any]) -> None:
         body = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
         for path, operations in schema.get("paths", {}).items():
             for method, operation in operations.items():
                 responses = operation.setdefault("responses", {})
                 for status in statuses(method.upper(), path, "requestBody" in operation):
                     responses.setdefault(str(status), {"description": MEANINGS[status], **body})
-        return schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    edit_openapi(app, edit)
 
 
 def install(app: FastAPI) -> None:

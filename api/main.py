@@ -204,17 +204,12 @@ def _document_backends(app: FastAPI, choices: list[str]) -> None:
     """`backend` in /openapi.json as the names and aliases the registry knows now, so the schema
     allows no backend the server would refuse. (The registry still decides each request: one
     registered later is served, an unknown name gets 400 naming the known ones.)"""
-    generate = app.openapi
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = generate()
+    def edit(schema: dict[str, Any]) -> None:
         field = schema["components"]["schemas"]["AskRequest"]["properties"]["backend"]
         field["anyOf"] = [{"type": "string", "enum": choices}, {"type": "null"}]
-        return schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    errors.edit_openapi(app, edit)
 
 
 def _guard(app: FastAPI, state: AppState, shared_dir: Path | None) -> None:

@@ -99,6 +99,7 @@ class RequestTelemetry:
         self.app = app
         self.metrics = metrics
         self.routes = routes  # the app's live list: routes added later are seen too
+        self.pid = os.getpid()  # each worker builds its own app, after it started
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -145,6 +146,6 @@ class RequestTelemetry:
                 "key": scope.get(KEY_ID),
                 "client": client[0] if client else None,
                 "error": code,
-                "pid": os.getpid(),  # which worker answered, under `rag serve --workers`
+                "pid": self.pid,  # which worker answered, under `rag serve --workers`
             }
             logger.info(json.dumps(line))

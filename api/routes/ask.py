@@ -19,7 +19,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
-from api.answer_pool import answer_stream, count_from_admission, run_answer
+from api.answer_pool import answer_stream, enlist, run_answer
 from api.checks import check_history, check_query
 from api.deps import AnswerLimiterDep, RegistryDep, RetrieverDep, SettingsDep, StateDep
 from api.errors import documented
@@ -67,8 +67,7 @@ async def ask(
     check_history(body.history)
     filters: Filters | None = body.filters.to_filters() if body.filters else None
     answerer = Answerer.for_backend(body.backend, settings, retriever, body.options, registry)
-    state.answers.add(answerer)  # so a shutdown can cut its LLM call in time
-    count_from_admission(request, answerer, settings.llm_timeout)
+    enlist(state, request, answerer)
     # Retrieval and generation run on the answers' own threads (api/answer_pool.py).
     prepare = partial(answerer.stream, body.question, body.k, filters, body.history)
     if body.stream:

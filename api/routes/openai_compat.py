@@ -27,7 +27,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.answer_pool import answer_stream, count_from_admission, run_answer
+from api.answer_pool import answer_stream, enlist, run_answer
 from api.checks import check_encodable, check_query
 from api.deps import AnswerLimiterDep, RegistryDep, RetrieverDep, SettingsDep, StateDep
 from api.errors import documented
@@ -135,8 +135,7 @@ async def chat_completions(
     answerer = Answerer.for_backend(
         backend_for(body.model, settings, registry), settings, retriever, None, registry
     )
-    state.answers.add(answerer)  # so a shutdown can cut its LLM call in time
-    count_from_admission(request, answerer, settings.llm_timeout)
+    enlist(state, request, answerer)
     filters = body.filters.to_filters() if body.filters else None
     prepare = partial(answerer.stream, question, body.k, filters, users[:-1])
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
