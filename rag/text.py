@@ -171,8 +171,9 @@ def split_quotable(text: str) -> list[str]:
 # A capitalised word: "Gauke", "MTCnovo", "NPS", "Grayling’s", "E3". A name runs on through the
 # small words inside names ("Ministry of Justice", "Yorkshire and Humber").
 _CAPITALISED = r"[A-Z][\w’'&.-]*\w|[A-Z]"
+NAME_FILLERS = ("of", "and", "for", "the", "&")  # the small words a name may hold (not name words)
 _NAME_RUN = re.compile(
-    rf"(?<![\w’'-])(?:{_CAPITALISED})(?:(?:\s+(?:of|and|for|the|&))?\s+(?:{_CAPITALISED}))*"
+    rf"(?<![\w’'-])(?:{_CAPITALISED})(?:(?:\s+(?:{'|'.join(NAME_FILLERS)}))?\s+(?:{_CAPITALISED}))*"
 )
 # What may come just before a sentence's first word (so that word is capitalised by position).
 _SENTENCE_OPENING = re.compile(r"(?:^|[.!?:;…\"“‘(*–—-])\s*$")

@@ -39,6 +39,7 @@ from rag.answer.prompting import ABSTAIN, Prompt, Source
 from rag.backends.base import LLMBackend
 from rag.text import (
     ANSWER_STOPWORDS,
+    NAME_FILLERS,
     TERM_WORD,
     acronyms,
     proper_names,
@@ -114,28 +115,31 @@ _WHO_QUESTION = re.compile(
 )
 # People named by what they do, in the plural: "providers", "managers", "inspectors", "economists".
 _AGENTS = re.compile(r"\b[a-z]{3,}(?:ers|ors|ists|ians)\b")
-_NAME_FILLERS = frozenset({"of", "and", "for", "the", "&"})
 
 AnswerType = Literal["date", "count", "amount", "who"]
 ANSWER_TYPES: tuple[AnswerType, ...] = ("date", "count", "amount", "who")
 
 
-def _new_names(question: str, text: str) -> list[str]:
-    """Names in `text` that `question` does not already hold (word by word, or as an acronym of
-    words it holds: "NPS" for "National Probation Service")."""
-    named = {w.lower() for w in words(question)} | acronyms(question)
+def _named(question: str) -> set[str]:
+    """What `question` names: its words, and the acronyms of runs of them ("NPS" for "National
+    Probation Service")."""
+    return {w.lower() for w in words(question)} | acronyms(question)
+
+
+def _new_names(named: set[str], text: str) -> list[str]:
+    """Names in `text` that a question naming `named` (`_named`) does not already hold."""
     out = []
     for name in proper_names(text):
-        parts = [w for w in words(name.lower().replace("’s", "").replace("'s", "")) if w not in _NAME_FILLERS]
+        parts = [w for w in words(name.lower().replace("’s", "").replace("'s", "")) if w not in NAME_FILLERS]
         if any(w not in named and w.removesuffix("s") not in named for w in parts):
             out.append(name)
     return out
 
 
 def _names_someone(question: str) -> Callable[[str], bool]:
-    asked = question.lower()
+    asked, named = question.lower(), _named(question)
     return lambda text: (
-        bool(_new_names(question, text)) or any(m.group(0) not in asked for m in _AGENTS.finditer(text))
+        bool(_new_names(named, text)) or any(m.group(0) not in asked for m in _AGENTS.finditer(text))
     )
 
 
@@ -262,7 +266,8 @@ class ExtractiveBackend(LLMBackend):
                 if sent.endswith("?") and text == sent:
                     score *= 0.5
                 score += 0.03 / (1 + rank)
-                meaning = similarity(text, source.sentences)
+                # At lexical weight 1 (the support scorer's) the meaning would be multiplied by 0.
+                meaning = similarity(text, source.sentences) if self.options.lexical_weight < 1 else None
                 if meaning is not None:
                     score = self.options.lexical_weight * score + (1 - self.options.lexical_weight) * meaning
                 out.append(Candidate(min(score, 1.0), source, text))
@@ -291,14 +296,12 @@ class ExtractiveBackend(LLMBackend):
         """The answer to a question about the archive itself, from the passages' post metadata; None
         when the passages do not hold the post it names (the question is then answered as any other)."""
         if asked.kind == "which_post":
-            posts: dict[str, Candidate] = {}  # the best sentence of each post, best post first
-            for c in self.choose(asked.topic, passages, per_post=True):
-                posts.setdefault(c.source.chunk.document_id, c)
-            if not posts:
+            chosen = self.choose(asked.topic, passages, per_post=True)  # the best sentence of each post
+            if not chosen:
                 return ABSTAIN
             return " ".join(
                 f"{archive.discussed_in(c.source.chunk.title, c.source.chunk.date, c.text)} [{c.source.n}]"
-                for c in posts.values()
+                for c in chosen
             )
         post = next((s for s in passages if s.chunk.document_id == asked.document_id), None)
         if post is None:
