@@ -216,7 +216,7 @@ class Answerer:
         query = rewrite_query(question, history)
         index = self.retriever.index
         # The rewritten query, so "which post discusses that?" knows what "that" was.
-        archive = archive_question(query, {d.id: d.title for d in index.documents.values()}, history)
+        archive = archive_question(query, index.titles, history)
         hits = self.retriever.search(query, k, filters)
         if archive is not None and archive.document_id is not None:
             hits = _post_first(index, hits, archive.document_id, filters, k)

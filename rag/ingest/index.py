@@ -95,9 +95,11 @@ class Index:
     mapped: bool = False  # vector, IVF and BM25 files memory-mapped (else in memory)
     disk: DiskWatch | None = field(default=None, repr=False)  # the files it was loaded from
     by_id: dict[str, int] = field(init=False, repr=False)
+    titles: dict[str, str] = field(init=False, repr=False)  # each post's title, by post id
 
     def __post_init__(self) -> None:
         self.by_id = {c.id: i for i, c in enumerate(self.chunks)}
+        self.titles = {d.id: d.title for d in self.documents.values()}
 
     @property
     def vectors(self) -> np.ndarray:

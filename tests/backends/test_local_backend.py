@@ -40,7 +40,7 @@ class OnePassage:
 
     def __init__(self, passage: Chunk) -> None:
         self.passage = passage
-        self.index = SimpleNamespace(documents={}, chunks=[])
+        self.index = SimpleNamespace(documents={}, chunks=[], titles={})
 
     def search(self, query: str, k: int = 5, filters: Filters | None = None) -> list[Hit]:
         return [Hit(self.passage, 1.0)]
