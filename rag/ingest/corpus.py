@@ -346,9 +346,15 @@ class Corpus:
         return [w for d in self.documents for w in d.warnings]
 
 
+def is_post_name(name: str) -> bool:
+    """Whether a file of this name is a post: a plain-text export (``*.txt``), not hidden (a hidden
+    name is a file still being written, to be renamed into place, or an editor's)."""
+    return name.endswith(".txt") and not name.startswith(".")
+
+
 def corpus_files(directory: Path) -> list[Path]:
-    """The post files of a directory, in name order: plain-text exports (``*.txt``)."""
-    return sorted(p for p in directory.glob("*.txt") if p.is_file())
+    """The post files of a directory, in name order (`is_post_name`)."""
+    return sorted(p for p in directory.glob("*.txt") if is_post_name(p.name) and p.is_file())
 
 
 def load_corpus(directory: Path, files: Iterable[Path] | None = None) -> Corpus:

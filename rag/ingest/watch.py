@@ -33,7 +33,7 @@ from pathlib import Path
 
 from watchfiles import Change, watch
 
-from rag.ingest.corpus import corpus_files
+from rag.ingest.corpus import corpus_files, is_post_name
 from rag.ingest.runs import Cancelled, FilesChanged
 
 logger = logging.getLogger(__name__)
@@ -42,8 +42,8 @@ Signature = tuple[int, int, int, int] | None  # size, mtime_ns, ctime_ns, inode;
 
 
 def is_post_file(path: Path, data_dir: Path) -> bool:
-    """A name `rag.ingest.corpus.corpus_files` reads: ``*.txt`` in the folder itself, not hidden."""
-    return path.parent == data_dir and path.suffix == ".txt" and not path.name.startswith(".")
+    """A file `rag.ingest.corpus.corpus_files` reads: a post name in the folder itself."""
+    return path.parent == data_dir and is_post_name(path.name)
 
 
 def watch_posts(data_dir: Path, stop: threading.Event, poll: bool = False) -> Iterator[set[Path]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from rag.ingest.corpus import corpus_files
 from rag.ingest.runs import Cancelled, FilesChanged
 from rag.ingest.watch import PendingChanges, StillFiles, is_post_file, watch_posts
 
@@ -29,6 +30,8 @@ from rag.ingest.watch import PendingChanges, StillFiles, is_post_file, watch_pos
 def test_is_post_file_takes_only_what_the_corpus_reads(tmp_path: Path, name: str, post: bool) -> None:
     assert is_post_file(tmp_path / name, tmp_path) is post
     assert not is_post_file(tmp_path / "sub" / "005_new.txt", tmp_path), "the corpus is not recursive"
+    (tmp_path / name).write_text("a post", encoding="utf-8")
+    assert (tmp_path / name in corpus_files(tmp_path)) is post, "the watch and the corpus agree"
 
 
 @pytest.mark.parametrize("poll", [False, True], ids=["events", "polling"])
