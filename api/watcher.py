@@ -26,8 +26,6 @@ searches' own work come first on the cores.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -41,7 +39,7 @@ from rag.ingest.corpus import load_corpus
 from rag.ingest.embedding import Embedder
 from rag.ingest.runs import Cancelled, FilesChanged, IngestRecord, read_record, watch_lock
 from rag.ingest.watch import PendingChanges, watch_posts
-from rag.search.batching import QueryBatcher
+from rag.search.batching import QueryBatcher, lower_thread_priority
 from rag.search.retrieval import query_batcher
 from rag.service import ingest
 
@@ -138,13 +136,9 @@ def _watch(state: AppState, pending: PendingChanges) -> None:
 
 
 def _lower_priority(nice: int) -> None:
-    """Lower this thread's priority (Linux: a thread's nice value is its own; elsewhere it would
-    be the whole process's, so leave it)."""
-    if sys.platform != "linux":
-        return
-    me = threading.get_native_id()
+    """Lower this thread's priority (see `lower_thread_priority`)."""
     try:
-        os.setpriority(os.PRIO_PROCESS, me, max(nice, os.getpriority(os.PRIO_PROCESS, me)))
+        lower_thread_priority(nice)
     except OSError as exc:
         logger.info("ingest runs at normal priority: %s", exc)
 

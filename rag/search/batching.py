@@ -273,14 +273,22 @@ def _priority() -> int | None:
     return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
 
+def lower_thread_priority(nice: int | None) -> None:
+    """Lower the calling thread's OS priority to nice value `nice`, if it is higher now. Linux only:
+    there a thread's nice value is its own; elsewhere it would be the whole process's. Raising
+    one's nice value needs no privilege, lowering it again would, so a thread only ever goes lower.
+    Raises OSError when the system refuses."""
+    if nice is None or sys.platform != "linux":
+        return
+    me = threading.get_native_id()
+    if os.getpriority(os.PRIO_PROCESS, me) < nice:
+        os.setpriority(os.PRIO_PROCESS, me, nice)
+
+
 def _at_priority(priority: int | None, encode: Encode, texts: list[str]) -> np.ndarray:
-    """`encode(texts)` on this thread at `priority` or lower (raising one's nice value needs no
-    privilege; lowering it again would, so a helper only ever goes lower)."""
-    if priority is not None:
-        me = threading.get_native_id()
-        try:
-            if os.getpriority(os.PRIO_PROCESS, me) < priority:
-                os.setpriority(os.PRIO_PROCESS, me, priority)
-        except OSError:
-            pass  # it runs at the priority it has: slower searches beside it, never a failed ingest
+    """`encode(texts)` on this thread at `priority` or lower."""
+    try:
+        lower_thread_priority(priority)
+    except OSError:
+        pass  # it runs at the priority it has: slower searches beside it, never a failed ingest
     return encode(texts)
