@@ -28,8 +28,6 @@ from typing import Any
 
 import numpy as np
 
-METRICS = ("hit@1", "hit@5", "hit@10", "mrr@10")
-
 
 def outcomes(files: list[Path], answers: bool, out: Path) -> None:
     from rag.eval.quality import ranks_to_outcomes
@@ -67,7 +65,7 @@ def _load(path: Path) -> tuple[list[tuple[str, str]], dict[str, np.ndarray]]:
 
 def compare(a_path: Path, b_path: Path) -> dict[str, Any]:
     from rag.eval.quality import compare as paired_metrics
-    from rag.eval.stats import figure
+    from rag.eval.quality import metric_figures
 
     keys_a, a = _load(a_path)
     keys_b, b = _load(b_path)
@@ -80,13 +78,9 @@ def compare(a_path: Path, b_path: Path) -> dict[str, Any]:
     for name, rows in groups.items():
         sub_a = {k: v[rows] for k, v in a.items() if k in b}
         sub_b = {k: b[k][rows] for k in sub_a}
+        paired, fig_a, fig_b = paired_metrics(sub_a, sub_b), metric_figures(sub_a), metric_figures(sub_b)
         report[name] = {
-            metric: {
-                "a": figure(sub_a[metric][~np.isnan(sub_a[metric])].tolist()),
-                "b": figure(sub_b[metric][~np.isnan(sub_b[metric])].tolist()),
-                "b_against_a": paired[metric],
-            }
-            for paired in [paired_metrics(sub_a, sub_b)]
+            metric: {"a": fig_a[metric], "b": fig_b[metric], "b_against_a": paired[metric]}
             for metric in sub_a
             if metric in paired
         }

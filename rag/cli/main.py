@@ -378,7 +378,7 @@ def evaluate(
         retriever = _retriever(s)
         other = retriever_variant(settings(**changed), retriever) if changed else None
         if answers:
-            _evaluate_answers(s, retriever, qs, backend, (cv, cv_by_set), changed, options, other)
+            _evaluate_answers(s, retriever, qs, backend, changed, options, other, cv=cv, cv_by_set=cv_by_set)
             return
         report = retrieval_report(retriever, qs, cv=cv, against=other, cv_by_set=cv_by_set)
     if per_question:
@@ -493,10 +493,12 @@ def _evaluate_answers(
     retriever: Any,
     qs: Any,
     backend: str | None,
-    cv: tuple[int | None, bool],
     changed: dict[str, Any],
     options: dict[str, Any],
     other: Any,
+    *,
+    cv: int | None,
+    cv_by_set: bool,
 ) -> None:
     from rag.answer.answering import Answerer
     from rag.eval.quality import answer_report
@@ -506,7 +508,7 @@ def _evaluate_answers(
     if changed or options:
         s2 = settings(**changed)
         against = Answerer.for_backend(backend, s2, other or retriever, options=options or None)
-    report = answer_report(answerer, qs, cv=cv[0], against=against, cv_by_set=cv[1])
+    report = answer_report(answerer, qs, cv=cv, against=against, cv_by_set=cv_by_set)
     if against is not None:
         report["against_settings"] = {**changed, **options}
     sys.stdout.write(json.dumps({"answers": report}, indent=2) + "\n")

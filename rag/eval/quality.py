@@ -91,7 +91,8 @@ def _groups(questions: Sequence[Question], key: Callable[[Question], str | None]
     return {name: np.array(ids) for name, ids in sorted(groups.items())}
 
 
-def _figures(outcomes: Outcomes, rows: np.ndarray | None = None) -> dict[str, Any]:
+def metric_figures(outcomes: Outcomes, rows: np.ndarray | None = None) -> dict[str, Any]:
+    """Each metric's figure with its interval, over `rows` (all questions) where it has a value."""
     out = {}
     for name, values in outcomes.items():
         v = values if rows is None else values[rows]
@@ -104,10 +105,13 @@ def _figures(outcomes: Outcomes, rows: np.ndarray | None = None) -> dict[str, An
 def summarize(outcomes: Outcomes, questions: Sequence[Question]) -> dict[str, Any]:
     """Each metric with its interval: overall, by question kind, and by question set."""
     return {
-        "all": _figures(outcomes),
-        "by_kind": {k: _figures(outcomes, rows) for k, rows in _groups(questions, lambda q: q.kind).items()},
+        "all": metric_figures(outcomes),
+        "by_kind": {
+            k: metric_figures(outcomes, rows) for k, rows in _groups(questions, lambda q: q.kind).items()
+        },
         "by_set": {
-            k: _figures(outcomes, rows) for k, rows in _groups(questions, lambda q: q.question_set).items()
+            k: metric_figures(outcomes, rows)
+            for k, rows in _groups(questions, lambda q: q.question_set).items()
         },
     }
 
@@ -152,14 +156,18 @@ def _held_out(
     cv: CrossValidated, questions: Sequence[Question], by_set: bool, metrics: Sequence[str] | None = None
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "held_out": _figures(cv.held_out),
+        "held_out": metric_figures(cv.held_out),
         "chosen": [{"setting": _name(k), "folds": n} for k, n in cv.chosen.most_common()],
     }
     if by_set:  # one fold per set, in _sets order: what was chosen without it, and how it did there
         out["by_set"] = {
             name: {
                 "chosen": _name(pick),
-                **{m: f for m, f in _figures(cv.held_out, rows).items() if metrics is None or m in metrics},
+                **{
+                    m: f
+                    for m, f in metric_figures(cv.held_out, rows).items()
+                    if metrics is None or m in metrics
+                },
             }
             for (name, rows), pick in zip(_sets(questions).items(), cv.picks, strict=True)
         }
@@ -192,7 +200,7 @@ def fusion_table(outcomes: Mapping[Hashable, Outcomes], questions: Sequence[Ques
         table[f"{fusion} {w}"] = {
             group: {
                 m: {
-                    **_figures({m: out[m]}, rows)[m],
+                    **metric_figures({m: out[m]}, rows)[m],
                     "paired_with_bm25_alone": compare({m: base[m][rows]}, {m: out[m][rows]})[m],
                 }
                 for m in metrics
@@ -235,7 +243,7 @@ def cross_validate_retrieval(
         held = {m: alone.held_out[m] for m in metrics}
         report["by_fusion"][name] = {
             **_held_out(alone, questions, by_set, metrics),
-            "held_out": _figures(held),
+            "held_out": metric_figures(held),
             "paired_with_bm25_alone": compare({m: table[BM25_ALONE][m] for m in metrics}, held),
         }
     return report
