@@ -34,7 +34,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ import time
 from pathlib import Path
 
 import httpx
+from loadtest import started_server  # a sibling script: `rag serve` on a free port, once ready
 
 from rag.synth import SynthSpec, generate
 
@@ -87,27 +87,13 @@ def machine() -> dict[str, object]:
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def live(env: dict[str, str], data: Path) -> dict[str, object]:
     """Serve the copy, add a post holding PHRASE, ingest, and time until a search finds it."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [RAG, "serve", "--port", str(port)],
-        env={**env, "RAG_RATE_LIMIT": "0", "RAG_WATCH": "0"},  # `rag ingest` builds, the server reloads
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     seen: list[tuple[float, int, str | None, bool]] = []  # time, status, X-Index-Version, found
     failures: list[str] = []
     stop = threading.Event()
 
-    def search() -> None:
+    def search(url: str) -> None:
         with httpx.Client(base_url=url, timeout=30) as client:
             while not stop.is_set():
                 try:
@@ -120,18 +106,9 @@ def live(env: dict[str, str], data: Path) -> dict[str, object]:
                 except httpx.HTTPError as exc:
                     failures.append(repr(exc))
 
-    try:
-        started = time.perf_counter()
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.perf_counter() - started > 900:
-                raise SystemExit("server not ready after 900 s")
-            time.sleep(0.1)
-        client = threading.Thread(target=search, daemon=True)
+    # `rag ingest` builds, the server reloads.
+    with started_server(900, env={**env, "RAG_WATCH": "0"}) as (url, _):
+        client = threading.Thread(target=search, args=(url,), daemon=True)
         client.start()
         name, text = new_post(99, PHRASE)
         (data / name).write_text(text, encoding="utf-8")
@@ -142,9 +119,6 @@ def live(env: dict[str, str], data: Path) -> dict[str, object]:
         time.sleep(1)
         stop.set()
         client.join(timeout=30)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     found = [t for t, _, _, f in seen if f]
     return {
         "ingest_s": round(ingest_s, 1),
@@ -164,27 +138,6 @@ PHRASES = [  # each in no post of data/, one for each new post
     "Sesquipedalian Wobbleton charter",
     "Halcyon Pettigrew protocol",
 ]
-
-
-def serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`rag serve` on the copy (no rate limit: one client asks as fast as it can), once ready."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with log.open("wb") as out:  # a file, not a pipe: a pipe nobody reads would stall the server
-        server = subprocess.Popen(
-            [RAG, "serve", "--port", str(port)], env={**env, "RAG_RATE_LIMIT": "0"}, stderr=out
-        )
-    started = time.perf_counter()
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                return server, url
-        except httpx.TransportError:
-            pass
-        if time.perf_counter() - started > 900 or server.poll() is not None:
-            server.terminate()
-            raise SystemExit(f"server not ready; see {log}")
-        time.sleep(0.1)
 
 
 class Searcher:
@@ -253,49 +206,47 @@ def watch_figure(env: dict[str, str], data: Path, work: Path, posts: int, pause:
     """The server's own ingest of `posts` new posts, against a full build measured around it."""
     shutil.copytree(ROOT / "data", data)
     full_before = ingest(env, "--full")
-    server, url = serve(env, work / "serve.log")
-    searcher = Searcher(url, pause)
-    results = []
-    try:
-        for thread in searcher.threads:
-            thread.start()
-        for k in range(posts):
-            searcher.phrase = PHRASES[k % len(PHRASES)]
-            baseline_from = time.perf_counter()
-            time.sleep(15)  # searches before the post: the baseline p50
-            load_before = os.getloadavg()[0]
-            name, text = new_post(k, searcher.phrase)
-            written = time.perf_counter()
-            (data / name).write_text(text, encoding="utf-8")
-            while searcher.phrase not in searcher.found:
-                if time.perf_counter() - written > 900 or not searcher.threads[0].is_alive():
-                    raise SystemExit(f"post {k} not found in 900 s; see {work / 'serve.log'}")
-                time.sleep(0.05)
-            found_s = searcher.found[searcher.phrase] - written
-            time.sleep(3)  # the reload is over; the next baseline starts clean
-            record = httpx.get(f"{url}/readyz").json()["last_ingest"]
-            before = [ms for t, ms in searcher.samples if baseline_from <= t < written]
-            during = searcher.while_ingesting(written)
-            results.append(
-                {
-                    "found_after_write_s": round(found_s, 2),
-                    "server_ingest_s": record["seconds"],
-                    "encoded": record["encoded"],
-                    "reused": record["reused"],
-                    "search_p50_ms_before": p50(before),
-                    "search_p50_ms_while_ingesting": p50(during),
-                    "searches_before": len(before),
-                    "searches_while_ingesting": len(during),
-                    "load_average_1m_before": round(load_before, 2),
-                }
-            )
-            print(json.dumps(results[-1]), file=sys.stderr)
-    finally:
-        searcher.stop.set()
-        for thread in searcher.threads:
-            thread.join(timeout=60)
-        server.terminate()
-        server.wait(timeout=60)
+    with started_server(900, env=env, log=work / "serve.log") as (url, _):
+        searcher = Searcher(url, pause)
+        results = []
+        try:
+            for thread in searcher.threads:
+                thread.start()
+            for k in range(posts):
+                searcher.phrase = PHRASES[k % len(PHRASES)]
+                baseline_from = time.perf_counter()
+                time.sleep(15)  # searches before the post: the baseline p50
+                load_before = os.getloadavg()[0]
+                name, text = new_post(k, searcher.phrase)
+                written = time.perf_counter()
+                (data / name).write_text(text, encoding="utf-8")
+                while searcher.phrase not in searcher.found:
+                    if time.perf_counter() - written > 900 or not searcher.threads[0].is_alive():
+                        raise SystemExit(f"post {k} not found in 900 s; see {work / 'serve.log'}")
+                    time.sleep(0.05)
+                found_s = searcher.found[searcher.phrase] - written
+                time.sleep(3)  # the reload is over; the next baseline starts clean
+                record = httpx.get(f"{url}/readyz").json()["last_ingest"]
+                before = [ms for t, ms in searcher.samples if baseline_from <= t < written]
+                during = searcher.while_ingesting(written)
+                results.append(
+                    {
+                        "found_after_write_s": round(found_s, 2),
+                        "server_ingest_s": record["seconds"],
+                        "encoded": record["encoded"],
+                        "reused": record["reused"],
+                        "search_p50_ms_before": p50(before),
+                        "search_p50_ms_while_ingesting": p50(during),
+                        "searches_before": len(before),
+                        "searches_while_ingesting": len(during),
+                        "load_average_1m_before": round(load_before, 2),
+                    }
+                )
+                print(json.dumps(results[-1]), file=sys.stderr)
+        finally:
+            searcher.stop.set()
+            for thread in searcher.threads:
+                thread.join(timeout=60)
     for k in range(posts):  # the full build after runs over the same corpus as the one before
         (data / new_post(k, PHRASES[k % len(PHRASES)])[0]).unlink()
     full_after = ingest(env, "--full")

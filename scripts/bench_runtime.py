@@ -220,8 +220,8 @@ def http(queries: int, rounds: int, runtimes: tuple[str, ...] = ("torch", "onnx"
     with ExitStack() as servers:
         urls, pids = {}, {}
         for runtime in runtimes:
-            os.environ["RAG_RUNTIME"] = runtime  # read by the server started next
-            urls[runtime], pids[runtime] = servers.enter_context(started_server())
+            server = started_server(env={**os.environ, "RAG_RUNTIME": runtime})
+            urls[runtime], pids[runtime] = servers.enter_context(server)
         report: dict[str, Any] = {"load_average_before": os.getloadavg()}
         ms: dict[str, list[float]] = {r: [] for r in runtimes}
         clients = {r: httpx.Client(base_url=u, timeout=60) for r, u in urls.items()}

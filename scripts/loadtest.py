@@ -27,8 +27,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -69,23 +69,27 @@ def free_port() -> int:
 
 
 @contextmanager
-def started_server(ready_timeout: float = 600) -> Iterator[tuple[str, int]]:
-    """`rag serve` on 127.0.0.1 and a free port, rate limit off; yields (url, pid) once ready."""
+def started_server(
+    ready_timeout: float = 600, env: Mapping[str, str] | None = None, log: Path | None = None
+) -> Iterator[tuple[str, int]]:
+    """`rag serve` on 127.0.0.1 and a free port, rate limit off, with `env` (default: this
+    process's environment) and its log written to `log` (default: dropped); yields (url, pid) once
+    ready."""
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAG_RATE_LIMIT": "0"}
+    env = {**(os.environ if env is None else env), "HF_HUB_OFFLINE": "1", "RAG_RATE_LIMIT": "0"}
     rag = str(Path(sys.executable).parent / "rag")
-    server = subprocess.Popen(
-        [rag, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # A file, not a pipe: a pipe nobody reads would stall the server once its buffer fills.
+    with log.open("wb") if log is not None else nullcontext(subprocess.DEVNULL) as out:
+        server = subprocess.Popen(
+            [rag, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=out, stderr=out
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + ready_timeout
         while True:
             if server.poll() is not None:
-                raise SystemExit(f"rag serve exited with {server.returncode}")
+                see = f"; see {log}" if log is not None else ""
+                raise SystemExit(f"rag serve exited with {server.returncode}{see}")
             try:
                 if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                     break
